@@ -1,0 +1,5 @@
+import sys
+
+from mmseq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""Model checkpoints: a directory with ``config.json`` (builder name + arguments) and ``model.safetensors``.
+
+Writes are atomic: everything is written into a hidden sibling directory, flushed to disk, and only then swapped
+into place, so a reader sees either the old checkpoint or the new one, never a mixture. ``config.json`` is the
+last file written and records the byte size of the weights, so a directory whose weights were cut short is
+reported as incomplete instead of being loaded. Loading never unpickles: weights come from safetensors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+from safetensors.torch import load_model, save_model
+
+from mmseq.errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+# Other projects' checkpoint formats (HF transformers, s3prl, ...) plug in here: ``detect(path) -> bool`` and
+# ``load(path, **overrides) -> nn.Module``. mmseq.interop registers them.
+_FOREIGN_FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., nn.Module]]] = []
+
+
+def register_checkpoint_format(name: str, detect: Callable[[Path], bool], load: Callable[..., nn.Module]) -> None:
+    """Teach :func:`load` another project's checkpoint layout."""
+    _FOREIGN_FORMATS.append((name, detect, load))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small text file through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+_RENAME_EXCHANGE = 2
+_libc = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = _libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def commit_directory(tmp: Path, target: Path) -> None:
+    """Move the fully written directory ``tmp`` to ``target``, replacing any previous one atomically."""
+    if not target.exists():
+        os.rename(tmp, target)
+    elif _exchange(tmp, target):
+        shutil.rmtree(tmp)  # now holds the previous checkpoint
+    else:
+        # Two renames: a crash between them leaves ``target.old`` behind, which load() recovers from.
+        backup = target.with_name(target.name + ".old")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.rename(target, backup)
+        os.rename(tmp, target)
+        shutil.rmtree(backup)
+    fsync_dir(target.parent)
+
+
+def write_directory(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_dir)`` into a hidden sibling of ``target`` and commit it atomically."""
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                fsync_file(f)
+        fsync_dir(tmp)
+        commit_directory(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Save a model built by :func:`mmseq.create_model` to ``directory`` (atomically).
+
+    Args:
+        model: the model; ``model.mmseq_config`` (set by create_model) names its builder and arguments.
+        directory: the checkpoint directory; an existing checkpoint there is replaced as a whole.
+        extra_files: more text files to place beside the weights (e.g. tokenizer files), name -> content.
+    """
+    config = getattr(model, "mmseq_config", None)
+    if config is None:
+        raise CheckpointError(
+            f"{type(model).__name__} was not built by mmseq.create_model, so its config is unknown; "
+            "build it with mmseq.create_model(name, ...) to save it"
+        )
+
+    def write(tmp: Path) -> None:
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        write_model_files(model, tmp)
+
+    return write_directory(directory, write)
+
+
+def write_model_files(model: nn.Module, directory: Path) -> None:
+    """Write ``model.safetensors`` and then ``config.json`` (last: a directory without it is unfinished)."""
+    config = model.mmseq_config
+    save_model(model, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    record = {
+        "mmseq_format": FORMAT_VERSION,
+        "builder": config["builder"],
+        "args": config["args"],
+        "weights": {"file": WEIGHTS_NAME, "bytes": (directory / WEIGHTS_NAME).stat().st_size},
+    }
+    (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of an mmseq checkpoint, checked for completeness."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"{str(directory)!r} has no {CONFIG_NAME}: not a checkpoint, or an unfinished one")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{str(config_path)!r} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or "builder" not in config or "weights" not in config:
+        raise CheckpointError(f"{str(config_path)!r} is not an mmseq checkpoint config (no 'builder'/'weights')")
+    weights = directory / config["weights"]["file"]
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(directory)!r} is incomplete: {weights.name} is missing")
+    size = weights.stat().st_size
+    if size != config["weights"]["bytes"]:
+        raise CheckpointError(
+            f"checkpoint {str(directory)!r} is incomplete: {weights.name} has {size} bytes, "
+            f"config.json expects {config['weights']['bytes']}"
+        )
+    return config
+
+
+def _recover_interrupted_swap(directory: Path) -> None:
+    backup = directory.with_name(directory.name + ".old")
+    if not directory.exists() and backup.is_dir():
+        os.rename(backup, directory)
+
+
+def load(path: str | Path, **overrides: Any) -> nn.Module:
+    """Load a model from an mmseq checkpoint directory, or from another project's format that mmseq knows.
+
+    Args:
+        path: checkpoint directory (or file, for formats that are single files).
+        overrides: builder arguments to change, e.g. ``dropout=0.0``.
+
+    Raises:
+        CheckpointError: the path is missing, incomplete, of unknown format, or its weights do not fit.
+    """
+    from mmseq.registry import create_model  # late: registry imports the model families
+
+    path = Path(path)
+    _recover_interrupted_swap(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not (path / CONFIG_NAME).is_file() or _is_foreign(path):
+        for name, detect, loader in _FOREIGN_FORMATS:
+            if detect(path):
+                return loader(path, **overrides)
+    config = read_config(path)
+    model = create_model(config["builder"], **{**config["args"], **overrides})
+    try:
+        missing, unexpected = load_model(model, str(path / config["weights"]["file"]), strict=False)
+    except Exception as e:  # safetensors raises on shape mismatches and corrupt headers
+        raise CheckpointError(f"cannot load weights of {str(path)!r}: {e}") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights of {str(path)!r} do not fit model {config['builder']!r}: "
+            f"missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
+        )
+    return model
+
+
+def _is_foreign(path: Path) -> bool:
+    try:
+        return "mmseq_format" not in json.loads((path / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False

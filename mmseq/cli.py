@@ -1,0 +1,67 @@
+"""The ``mmseq`` command.
+
+Subcommands live beside the code they drive; each module contributes ``add_parser(subparsers)`` which registers
+its parser with ``set_defaults(run=callable)``. A user mistake (any :class:`~mmseq.errors.MmseqError`) prints one
+line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mmseq.errors import MmseqError
+
+
+def _models(args: argparse.Namespace) -> int:
+    from mmseq.registry import list_models, model_arguments
+
+    for name in list_models(args.pattern):
+        if args.verbose:
+            print(name, " ".join(f"{k}={v!r}" for k, v in model_arguments(name).items()))
+        else:
+            print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmseq.data.cli import add_parser as add_data
+    from mmseq.train.cli import add_parsers as add_train
+
+    parser = argparse.ArgumentParser(prog="mmseq", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'speecht5_*'")
+    p.add_argument("-v", "--verbose", action="store_true", help="show each builder's arguments")
+    p.set_defaults(run=_models)
+
+    add_train(sub)  # train, eval
+    add_data(sub)  # data ...
+    for name, what in [("infer", "run a trained model on inputs"), ("bench", "run a benchmark")]:
+        p = sub.add_parser(name, help=f"{what} (no tasks registered yet)")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=lambda args, name=name: _no_tasks(name))
+    return parser
+
+
+def _no_tasks(command: str) -> int:
+    raise MmseqError(f"'mmseq {command}' has no tasks registered in this version of mmseq")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except MmseqError as e:
+        print(f"mmseq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmseq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

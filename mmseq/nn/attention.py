@@ -1,0 +1,182 @@
+"""Multi-head attention on ``F.scaled_dot_product_attention`` with masks, an additive bias and a KV cache.
+
+Conventions used across mmseq:
+    * ``padding_mask``: bool ``[B, S]``, True where a position is padding (torch's key_padding_mask).
+    * ``attn_mask``: bool ``[T, S]`` (True = may attend) or float ``[T, S]`` / ``[B, H, T, S]`` (added).
+    * ``attn_bias``: float, broadcastable to ``[B, H, T, S]``, added to the scaled scores.
+    * ``rel_pos_key``: ``[T, S, head_dim]`` Shaw-style relative position embeddings for the keys; the bias
+      ``(q * scale) . rel_pos_key[t, s]`` is added to the scores of every head (SpeechT5's encoder).
+
+SDPA picks its fastest kernel only when it gets no mask, so masks are built only when something needs one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class KVCache:
+    """Keys and values of one attention layer for incremental decoding.
+
+    Self-attention appends one step's K/V at a time into a buffer that grows by doubling, so a step costs a copy
+    of the new entries only. Cross-attention K/V are computed from the encoder output once and kept.
+    Tensors are ``[B, H, S, head_dim]``.
+    """
+
+    def __init__(self) -> None:
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+        self.length = 0
+
+    @property
+    def keys(self) -> Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def values(self) -> Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]
+
+    def set(self, k: Tensor, v: Tensor) -> None:
+        """Store K/V computed once (cross-attention)."""
+        self._k, self._v, self.length = k, v, k.shape[2]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append new steps ``[B, H, t, D]``; returns all keys and values so far."""
+        new_len = self.length + k.shape[2]
+        if self._k is None or new_len > self._k.shape[2]:
+            capacity = max(new_len, 2 * (0 if self._k is None else self._k.shape[2]), 16)
+            grown_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            grown_v = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
+            if self._k is not None and self.length:
+                grown_k[:, :, : self.length] = self._k[:, :, : self.length]
+                grown_v[:, :, : self.length] = self._v[:, :, : self.length]
+            self._k, self._v = grown_k, grown_v
+        self._k[:, :, self.length : new_len] = k
+        self._v[:, :, self.length : new_len] = v
+        self.length = new_len
+        return self.keys, self.values
+
+    def select(self, index: Tensor) -> None:
+        """Keep / reorder batch rows (beam search reordering, finished rows leaving the batch)."""
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections (HF/fairseq parameter names).
+
+    Args:
+        embed_dim: model width D.
+        num_heads: number of heads H; ``embed_dim`` must divide evenly.
+        dropout: attention-probability dropout (training only).
+        bias: whether the projections have biases.
+        kdim / vdim: widths of key/value inputs when they differ from ``embed_dim`` (cross-attention).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 kdim: int | None = None, vdim: int | None = None):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.dropout = dropout
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(kdim or embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(vdim or embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        query: Tensor,
+        key_value: Tensor | None = None,
+        *,
+        padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        attn_bias: Tensor | None = None,
+        rel_pos_key: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key_value`` (itself when None: self-attention).
+
+        Args:
+            query: ``[B, T, D]``.
+            key_value: ``[B, S, D_kv]`` for cross-attention; None for self-attention.
+            padding_mask: ``[B, S]`` bool, True at padded keys (over the whole cached length when caching).
+            attn_mask: bool ``[T, S]`` (True = attend) or float additive mask.
+            attn_bias: float additive bias broadcastable to ``[B, H, T, S]``.
+            rel_pos_key: ``[T, S, head_dim]`` relative position key embeddings (Shaw, key-only).
+            is_causal: mask future keys; with a cache, query step t sits at position ``past + t``.
+            cache: self-attention: new K/V are appended; cross-attention: K/V computed on the first call only.
+            need_weights: also return the attention probabilities ``[B, H, T, S]`` (slower eager path).
+
+        Returns:
+            ``(output [B, T, D], weights or None)``.
+        """
+        b, t, _ = query.shape
+        q = self._heads(self.q_proj(query))
+        past = 0
+        if key_value is None:  # self-attention
+            k, v = self._heads(self.k_proj(query)), self._heads(self.v_proj(query))
+            if cache is not None:
+                past = cache.length
+                k, v = cache.append(k, v)
+        elif cache is not None and cache.keys is not None:  # cross-attention, cached
+            k, v = cache.keys, cache.values
+        else:
+            k, v = self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value))
+            if cache is not None:
+                cache.set(k, v)
+        s = k.shape[2]
+
+        bias = attn_bias
+        if rel_pos_key is not None:
+            # (q * scale) . r[t, s] for every head: [B, H, T, D] x [T, S, D] -> [B, H, T, S]
+            rel = torch.einsum("bhtd,tsd->bhts", q * self.scaling, rel_pos_key.to(q.dtype))
+            bias = rel if bias is None else bias + rel
+        if attn_mask is not None and attn_mask.dtype != torch.bool:
+            bias = attn_mask if bias is None else bias + attn_mask
+            attn_mask = None
+        if is_causal and (past > 0 or t != s or bias is not None or padding_mask is not None
+                          or attn_mask is not None or need_weights):
+            causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+            attn_mask = causal if attn_mask is None else attn_mask & causal
+            is_causal = False
+        keep = attn_mask  # bool, True = attend; broadcast to [B, H, T, S]
+        if padding_mask is not None:
+            keys_ok = ~padding_mask[:, None, None, :]
+            keep = keys_ok if keep is None else keep & keys_ok
+        mask = keep
+        if bias is not None:
+            bias = bias.to(q.dtype)
+            # Fill (not add) masked positions so a large bias cannot overflow to -inf + inf.
+            mask = bias if keep is None else bias.masked_fill(~keep, torch.finfo(q.dtype).min)
+
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = _eager_attention(q, k, v, mask, self.scaling, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+            weights = None
+        out = out.transpose(1, 2).reshape(b, t, self.embed_dim)
+        return self.out_proj(out), weights
+
+
+def _eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
+                     dropout: float) -> tuple[Tensor, Tensor]:
+    """Explicit softmax attention that also returns the probabilities (for alignments and guided losses)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    weights = scores.softmax(dim=-1)
+    return torch.matmul(F.dropout(weights, dropout, training=dropout > 0), v), weights
