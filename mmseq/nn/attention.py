@@ -163,7 +163,10 @@ class MultiheadAttention(nn.Module):
             mask = bias if keep is None else bias.masked_fill(~keep, torch.finfo(q.dtype).min)
 
         dropout = self.dropout if self.training else 0.0
-        if need_weights:
+        # On the CPU, SDPA cannot differentiate a float mask in a fused kernel and falls back to a math path
+        # that copies more than plain eager attention does (bench/attention.py measured it).
+        eager_bias = bias is not None and bias.requires_grad and q.device.type == "cpu"
+        if need_weights or eager_bias:
             out, weights = _eager_attention(q, k, v, mask, self.scaling, dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
