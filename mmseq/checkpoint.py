@@ -190,6 +190,7 @@ def load(path: str | Path, **overrides: Any) -> nn.Module:
     Raises:
         CheckpointError: the path is missing, incomplete, of unknown format, or its weights do not fit.
     """
+    import mmseq.interop  # noqa: F401  (registers the foreign formats)
     from mmseq.registry import create_model  # late: registry imports the model families
 
     path = Path(path)

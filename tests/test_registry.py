@@ -44,10 +44,12 @@ def test_forward_backward_and_round_trip(name, tmp_path):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in with_grad)
 
     model.eval()
+    torch.manual_seed(1)  # some models keep dropout on at inference (SpeechT5's speech decoder pre-net)
     with torch.no_grad():
         before = _outputs(model(**inputs))
     mmseq.save_pretrained(model, tmp_path / name)
     loaded = mmseq.load(tmp_path / name).eval()
+    torch.manual_seed(1)
     with torch.no_grad():
         after = _outputs(loaded(**inputs))
     for a, b in zip(before, after, strict=True):

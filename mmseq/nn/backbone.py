@@ -118,14 +118,15 @@ class EncoderDecoderModel(nn.Module):
         return Features(out.hidden_states, lengths, self.encoder_prenet.downsample_rate)
 
     def decode(self, targets: Any, target_lengths: Tensor | None, memory: Tensor, memory_padding_mask: Tensor,
-               cache: DecoderCache | None = None, output_attentions: bool = False):
+               cache: DecoderCache | None = None, output_attentions: bool = False, **prenet_kwargs: Any):
         """Run the decoder pre-net, decoder and post-net on (new) target steps.
 
         With ``cache``, ``targets`` holds only the new steps; positions continue from ``cache.length``.
+        ``prenet_kwargs`` go to the decoder pre-net (e.g. ``speaker_embeddings``).
         Returns ``(post-net outputs, decoder output, target lengths)``.
         """
         offset = cache.length if cache is not None else 0
-        hidden, target_lengths = self.decoder_prenet(targets, target_lengths, offset=offset)
+        hidden, target_lengths = self.decoder_prenet(targets, target_lengths, offset=offset, **prenet_kwargs)
         padding = None
         if cache is None:
             padding = lengths_to_padding_mask(target_lengths, hidden.shape[1])
@@ -134,12 +135,12 @@ class EncoderDecoderModel(nn.Module):
         return self.decoder_postnet(out.last_hidden_state, target_lengths), out, target_lengths
 
     def forward(self, x: Any, lengths: Tensor | None, targets: Any, target_lengths: Tensor | None = None,
-                output_attentions: bool = False) -> Seq2SeqOutput:
+                output_attentions: bool = False, **prenet_kwargs: Any) -> Seq2SeqOutput:
         """Teacher-forced forward: ``targets`` are the decoder inputs (already shifted right)."""
         enc, lengths = self.encode(x, lengths)
         memory_mask = lengths_to_padding_mask(lengths, enc.last_hidden_state.shape[1])
         outputs, dec, _ = self.decode(targets, target_lengths, enc.last_hidden_state, memory_mask,
-                                      output_attentions=output_attentions)
+                                      output_attentions=output_attentions, **prenet_kwargs)
         return Seq2SeqOutput(outputs, enc.last_hidden_state, lengths, dec.last_hidden_state, dec.cross_attentions)
 
     def dummy_inputs(self, batch_size: int = 2) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""SpeechT5: six tasks from one shared encoder-decoder, each a choice of pre-nets and post-nets.
+
+| task | encoder pre-net | decoder pre-net | post-net |
+|---|---|---|---|
+| asr, st | speech (waveform) | text | LM head tied to the text embedding (+ CTC head) |
+| tts | text | speech (mel + x-vector) | mel / stop / conv post-net |
+| vc, se | speech (waveform) | speech (mel + x-vector) | mel / stop / conv post-net |
+| sid | speech (waveform) | -- (encoder only) | mean-pooled classifier |
+
+Base variants are post-LN (the published HF checkpoints); large variants are pre-LN (fairseq SpeechT5-large,
+which transformers cannot express). Parameter names follow transformers' ``SpeechT5`` modules, so the key map
+of :mod:`mmseq.interop.hf_speecht5` only swaps prefixes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from mmseq.nn.backbone import EncoderDecoderModel, EncoderModel
+from mmseq.nn.transformer import LayerSpec, TransformerDecoder, TransformerEncoder
+from mmseq.postnets.classifier import ClassifierPostnet
+from mmseq.postnets.speech import SpeechDecoderPostnet
+from mmseq.postnets.text import CTCHead, LMHead
+from mmseq.prenets.speech import SpeechDecoderPrenet, SpeechEncoderPrenet
+from mmseq.prenets.text import TokenPrenet
+from mmseq.registry import register_model
+
+TASKS = ("asr", "st", "tts", "vc", "se", "sid")
+SPEECH_INPUT = ("asr", "st", "vc", "se", "sid")
+SPEECH_OUTPUT = ("tts", "vc", "se")
+
+# Token ids of the SpeechT5 character vocabulary (HF spm_char.model).
+BOS, PAD, EOS, UNK = 0, 1, 2, 3
+
+
+def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers: int = 12, encoder_heads: int = 12,
+             encoder_ffn_dim: int = 3072, decoder_layers: int = 6, decoder_heads: int = 12,
+             decoder_ffn_dim: int = 3072, dropout: float = 0.1, attention_dropout: float = 0.1,
+             activation_dropout: float = 0.1, positional_dropout: float = 0.1, encoder_layerdrop: float = 0.1,
+             decoder_layerdrop: float = 0.1, layer_norm_eps: float = 1e-5, norm_first: bool = False,
+             relative_position_distance: int = 160, conv_dims: tuple[int, ...] = (512,) * 7,
+             conv_kernels: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2), conv_strides: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2),
+             conv_bias: bool = False, pos_conv_kernel: int = 128, pos_conv_groups: int = 16,
+             feature_dropout: float = 0.0, mask_time_prob: float = 0.05, mask_time_length: int = 10,
+             mask_time_min_masks: int = 2, max_speech_positions: int = 4000, max_text_positions: int = 450,
+             scale_embedding: bool = False, num_mel_bins: int = 80, reduction_factor: int = 2,
+             speech_prenet_units: int = 256, speech_prenet_layers: int = 2, speech_prenet_dropout: float = 0.5,
+             speaker_embedding_dim: int = 512, postnet_layers: int = 5, postnet_units: int = 256,
+             postnet_kernel: int = 5, postnet_dropout: float = 0.5, ctc: bool = False,
+             num_classes: int = 1251, gradient_checkpointing: bool = False) -> nn.Module:
+    """Compose a SpeechT5 model for ``task`` (one of asr, st, tts, vc, se, sid); defaults are SpeechT5-base."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    enc_spec = LayerSpec(dim, encoder_heads, encoder_ffn_dim, dropout, attention_dropout, activation_dropout,
+                         norm_first=norm_first, layer_norm_eps=layer_norm_eps)
+    dec_spec = LayerSpec(dim, decoder_heads, decoder_ffn_dim, dropout, attention_dropout, activation_dropout,
+                         norm_first=norm_first, layer_norm_eps=layer_norm_eps)
+    encoder = TransformerEncoder(enc_spec, encoder_layers, layerdrop=encoder_layerdrop,
+                                 relative_position_distance=relative_position_distance,
+                                 gradient_checkpointing=gradient_checkpointing)
+    if task in SPEECH_INPUT:
+        encoder_prenet: nn.Module = SpeechEncoderPrenet(
+            dim, conv_dims, conv_kernels, conv_strides, conv_bias, pos_conv_kernel, pos_conv_groups,
+            layer_norm_eps, feature_dropout, mask_time_prob, mask_time_length, mask_time_min_masks,
+            max_speech_positions, PAD)
+    else:
+        encoder_prenet = TokenPrenet(vocab_size, dim, PAD, positions="scaled", dropout=positional_dropout)
+        encoder_prenet.encode_positions.dropout.p = positional_dropout
+    if task == "sid":
+        return EncoderModel(encoder_prenet, encoder, ClassifierPostnet(dim, num_classes))
+
+    decoder = TransformerDecoder(dec_spec, decoder_layers, layerdrop=decoder_layerdrop,
+                                 gradient_checkpointing=gradient_checkpointing)
+    if task in SPEECH_OUTPUT:
+        decoder_prenet: nn.Module = SpeechDecoderPrenet(num_mel_bins, dim, speech_prenet_units, speech_prenet_layers,
+                                                        speech_prenet_dropout, speaker_embedding_dim,
+                                                        positional_dropout, max_speech_positions)
+        postnet: nn.Module = SpeechDecoderPostnet(dim, num_mel_bins, reduction_factor, postnet_layers, postnet_units,
+                                                  postnet_kernel, postnet_dropout)
+    else:
+        decoder_prenet = TokenPrenet(vocab_size, dim, PAD, positions="sinusoidal", scale_embedding=scale_embedding,
+                                     dropout=positional_dropout)
+        postnet = LMHead(dim, vocab_size, tie_to=decoder_prenet.embed_tokens)
+    ctc_head = CTCHead(dim, vocab_size) if ctc and task in ("asr", "st") else None
+    model = EncoderDecoderModel(encoder_prenet, encoder, decoder_prenet, decoder, postnet, encoder_postnet=ctc_head)
+    model.task = task
+    return model
+
+
+_TINY: dict[str, Any] = dict(
+    vocab_size=81, dim=32, encoder_layers=2, encoder_heads=4, encoder_ffn_dim=64, decoder_layers=2, decoder_heads=4,
+    decoder_ffn_dim=64, conv_dims=(32, 32, 32), conv_kernels=(10, 3, 3), conv_strides=(5, 2, 2), pos_conv_kernel=16,
+    pos_conv_groups=2, relative_position_distance=16, speech_prenet_units=16, speaker_embedding_dim=8,
+    postnet_units=16, num_mel_bins=16, num_classes=5,
+)
+_LARGE: dict[str, Any] = dict(dim=1024, encoder_layers=24, encoder_heads=16, encoder_ffn_dim=4096, decoder_layers=6,
+                              decoder_heads=16, decoder_ffn_dim=4096, norm_first=True)
+
+
+def _variant(task: str, size: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:
+    return speecht5(task, **{**size, **overrides})
+
+
+# One registered builder per task and size. Overrides are any argument of :func:`speecht5`.
+def _register(task: str) -> None:
+    for size_name, size in (("base", {}), ("large", _LARGE), ("tiny", _TINY)):
+        def builder(**overrides: Any) -> nn.Module:
+            return _variant(task, size, overrides)
+
+        builder.__name__ = f"speecht5_{task}_{size_name}"
+        builder.__doc__ = f"SpeechT5-{size_name} for {task}."
+        builder.__signature__ = _signature_with_defaults(size)  # type: ignore[attr-defined]
+        register_model(builder)
+
+
+def _signature_with_defaults(size: dict[str, Any]):
+    import inspect
+
+    params = [p for p in inspect.signature(speecht5).parameters.values() if p.name != "task"]
+    return inspect.Signature([p.replace(default=size.get(p.name, p.default)) for p in params])
+
+
+for _task in TASKS:
+    _register(_task)

@@ -1,0 +1,229 @@
+"""Speech pre-nets of SpeechT5 (parameter names follow HF transformers, so checkpoints map by prefix only).
+
+* :class:`SpeechEncoderPrenet` -- waveform -> wav2vec 2.0-style convolutional features (320x downsampling at
+  the default strides), LayerNorm + projection, SpecAugment time masking with a learned mask embedding
+  (training only), a convolutional relative position embedding and fairseq sinusoidal positions.
+* :class:`SpeechDecoderPrenet` -- mel frames -> two ReLU layers with always-on dropout (Tacotron 2 style),
+  projection, ESPnet scaled positions, and an optional speaker x-vector joined by a linear layer. The dropout
+  can be switched off (``p = 0`` is the identity) and seeded with a ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmseq.errors import InputError
+from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncoding, SinusoidalPositionalEmbedding,
+                                 make_positions)
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, group_norm: bool):
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, bias=bias)
+        # The first layer normalises each channel over time (GroupNorm with one channel per group).
+        self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if group_norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return F.gelu(x)
+
+
+class FeatureEncoder(nn.Module):
+    """Stack of strided 1-d convolutions over the raw waveform: ``[B, S]`` -> ``[B, C, T]``."""
+
+    def __init__(self, dims: Sequence[int], kernels: Sequence[int], strides: Sequence[int], bias: bool = False):
+        super().__init__()
+        self.kernels, self.strides = list(kernels), list(strides)
+        self.conv_layers = nn.ModuleList(
+            ConvLayer(1 if i == 0 else dims[i - 1], dims[i], kernels[i], strides[i], bias, group_norm=i == 0)
+            for i in range(len(dims))
+        )
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        for k, s in zip(self.kernels, self.strides):
+            lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        return lengths
+
+    @property
+    def receptive_field(self) -> int:
+        field = 1
+        for k, s in reversed(list(zip(self.kernels, self.strides))):
+            field = (field - 1) * s + k
+        return field
+
+    def forward(self, wav: Tensor) -> Tensor:
+        x = wav[:, None, :]
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, in_dim: int, dim: int, eps: float, dropout: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(in_dim, eps=eps)
+        self.projection = nn.Linear(in_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.projection(self.layer_norm(x)))
+
+
+def time_mask_spans(lengths: Tensor, max_length: int, mask_prob: float, span: int, min_spans: int,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """SpecAugment time mask ``[B, T]``: about ``mask_prob * length / span`` spans of ``span`` steps per row
+    (at least ``min_spans``), starting uniformly inside the row's valid steps; spans may overlap."""
+    mask = torch.zeros(len(lengths), max_length, dtype=torch.bool)
+    for row, n in enumerate(lengths.tolist()):
+        if n < span:
+            continue
+        expected = mask_prob * n / span + float(torch.rand((), generator=generator))
+        count = max(min_spans, int(expected))
+        count = min(count, n // span)
+        starts = torch.randint(0, n - span + 1, (count,), generator=generator)
+        for s in starts.tolist():
+            mask[row, s : s + span] = True
+    return mask
+
+
+class SpeechEncoderPrenet(nn.Module):
+    """Raw 16 kHz waveform ``[B, S]`` -> ``[B, T, D]`` at one step per ``downsample_rate`` samples.
+
+    Args:
+        dim: output width D.
+        conv_dims / conv_kernels / conv_strides: the convolutional feature encoder.
+        conv_bias: whether its convolutions have biases.
+        pos_conv_kernel / pos_conv_groups: the convolutional position embedding.
+        layer_norm_eps: eps of the feature LayerNorm.
+        feature_dropout: dropout after the projection.
+        mask_time_prob / mask_time_length / mask_time_min_masks: SpecAugment over time (training only).
+        max_positions: initial size of the sinusoidal position table (grows on demand).
+        padding_idx: position id of padding (SpeechT5: the text pad id, 1).
+    """
+
+    def __init__(self, dim: int = 768, conv_dims: Sequence[int] = (512,) * 7,
+                 conv_kernels: Sequence[int] = (10, 3, 3, 3, 3, 2, 2), conv_strides: Sequence[int] = (5, 2, 2, 2, 2, 2, 2),
+                 conv_bias: bool = False, pos_conv_kernel: int = 128, pos_conv_groups: int = 16,
+                 layer_norm_eps: float = 1e-5, feature_dropout: float = 0.0, mask_time_prob: float = 0.05,
+                 mask_time_length: int = 10, mask_time_min_masks: int = 2, max_positions: int = 4000,
+                 padding_idx: int = 1):
+        super().__init__()
+        self.output_dim = dim
+        self.downsample_rate = 1
+        for s in conv_strides:
+            self.downsample_rate *= s
+        self.feature_encoder = FeatureEncoder(conv_dims, conv_kernels, conv_strides, conv_bias)
+        self.feature_projection = FeatureProjection(conv_dims[-1], dim, layer_norm_eps, feature_dropout)
+        self.masked_spec_embed = nn.Parameter(torch.empty(dim).uniform_())
+        self.mask_time_prob, self.mask_time_length, self.mask_time_min_masks = (
+            mask_time_prob, mask_time_length, mask_time_min_masks)
+        self.pos_conv_embed = ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups)
+        self.padding_idx = padding_idx
+        self.pos_sinusoidal_embed = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return self.feature_encoder.output_lengths(lengths)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None,
+                time_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``wav [B, S]`` float, ``lengths [B]`` in samples -> ``([B, T, D], lengths [B])``.
+
+        Args:
+            time_mask: optional ``[B, T]`` bool steps to replace by the mask embedding (otherwise drawn while
+                training when ``mask_time_prob > 0``).
+        """
+        if wav.dim() != 2 or not wav.is_floating_point():
+            raise InputError(f"waveforms must be a float tensor [batch, samples], got {wav.dtype} {list(wav.shape)}")
+        if lengths is None:
+            lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
+        short = int(lengths.min())
+        if short < self.feature_encoder.receptive_field:
+            raise InputError(f"audio of {short} samples is shorter than the encoder's receptive field "
+                             f"({self.feature_encoder.receptive_field} samples)")
+        x = self.feature_projection(self.feature_encoder(wav).transpose(1, 2))
+        out_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+        if time_mask is None and self.training and self.mask_time_prob > 0:
+            time_mask = time_mask_spans(out_lengths.cpu(), x.shape[1], self.mask_time_prob, self.mask_time_length,
+                                        self.mask_time_min_masks).to(x.device)
+        if time_mask is not None:
+            x = torch.where(time_mask[..., None], self.masked_spec_embed.to(x.dtype), x)
+        x = x + self.pos_conv_embed(x)
+        x = x + self.pos_sinusoidal_embed(make_positions(padding, self.padding_idx)).to(x.dtype)
+        return x, out_lengths
+
+    def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        n = 4 * self.feature_encoder.receptive_field
+        lengths = torch.tensor([n - (i % 2) * n // 4 for i in range(batch_size)])
+        wav = torch.randn(batch_size, n, generator=g) * 0.1
+        wav[torch.arange(n)[None, :] >= lengths[:, None]] = 0
+        return wav, lengths
+
+
+class SpeechDecoderPrenet(nn.Module):
+    """Mel frames ``[B, T, n_mels]`` (+ speaker x-vectors ``[B, S]``) -> ``[B, T, D]``.
+
+    The Tacotron-style dropout stays on at inference, with one mask shared by the batch rows (as SpeechT5
+    does). ``dropout = 0`` makes it the identity; ``generator`` makes its masks reproducible.
+
+    Args:
+        num_mel_bins: input frame width.
+        dim: output width D.
+        units / layers: the bottleneck MLP.
+        dropout: the always-on dropout probability.
+        speaker_embedding_dim: width of the x-vector (0: no speaker input).
+        positional_dropout: dropout after the positional encoding.
+    """
+
+    downsample_rate = 1
+
+    def __init__(self, num_mel_bins: int = 80, dim: int = 768, units: int = 256, layers: int = 2,
+                 dropout: float = 0.5, speaker_embedding_dim: int = 512, positional_dropout: float = 0.1,
+                 max_positions: int = 4000):
+        super().__init__()
+        self.output_dim, self.num_mel_bins, self.dropout = dim, num_mel_bins, dropout
+        self.layers = nn.ModuleList(nn.Linear(num_mel_bins if i == 0 else units, units) for i in range(layers))
+        self.final_layer = nn.Linear(units, dim)
+        self.encode_positions = ScaledPositionalEncoding(dim, positional_dropout, max_positions)
+        self.speaker_embedding_dim = speaker_embedding_dim
+        if speaker_embedding_dim:
+            self.speaker_embeds_layer = nn.Linear(speaker_embedding_dim + dim, dim)
+        self.generator: torch.Generator | None = None
+
+    def _always_on_dropout(self, x: Tensor) -> Tensor:
+        if self.dropout <= 0:
+            return x
+        keep = 1.0 - self.dropout
+        mask = torch.rand(x.shape[1:], generator=self.generator, device=self.generator.device
+                          if self.generator is not None else None).to(x.device) < keep
+        return x * mask.to(x.dtype) / keep
+
+    def forward(self, frames: Tensor, lengths: Tensor | None = None, offset: int = 0,
+                speaker_embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``frames [B, T, n_mels]``; ``offset`` = steps already decoded; ``speaker_embeddings [B, S]``."""
+        if lengths is None:
+            lengths = torch.full((frames.shape[0],), frames.shape[1], dtype=torch.long, device=frames.device)
+        x = frames
+        for layer in self.layers:
+            x = self._always_on_dropout(F.relu(layer(x)))
+        x = self.encode_positions(self.final_layer(x), offset)
+        if speaker_embeddings is not None:
+            if not self.speaker_embedding_dim:
+                raise InputError("this model takes no speaker embeddings")
+            spk = F.normalize(speaker_embeddings.to(x.dtype))[:, None, :].expand(-1, x.shape[1], -1)
+            x = F.relu(self.speaker_embeds_layer(torch.cat([x, spk], dim=-1)))
+        return x, lengths
+
+    def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        lengths = torch.tensor([6 - 2 * (i % 2) for i in range(batch_size)])
+        return torch.randn(batch_size, 6, self.num_mel_bins, generator=g), lengths

@@ -1,0 +1,99 @@
+"""mmseq SpeechT5 against transformers' SpeechT5 on the same (random) weights: max abs 1e-4 in fp32."""
+
+import pytest
+import torch
+
+import mmseq
+from mmseq.interop.hf_speecht5 import export_hf_speecht5
+
+from speecht5_helpers import hf_config, randomize_batchnorm, transformers
+
+ATOL = 1e-4
+
+
+def assert_close(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    diff = (a - b).abs().max().item()
+    assert diff <= ATOL, f"max abs diff {diff}"
+
+
+def speech_batch(n=3, samples=4000):
+    g = torch.Generator().manual_seed(0)
+    wav = torch.randn(n, samples, generator=g) * 0.3
+    lengths = torch.tensor([samples, samples - 700, samples - 1500][:n])
+    mask = (torch.arange(samples)[None, :] < lengths[:, None]).long()
+    return wav * mask, lengths, mask
+
+
+def save_hf(model_cls, config, tmp_path, fmt="safetensors"):
+    torch.manual_seed(0)
+    hf = model_cls(config).eval()
+    randomize_batchnorm(hf)
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=fmt == "safetensors")
+    return hf
+
+
+@pytest.mark.parametrize("shape", [{}, {"hidden_size": 48, "encoder_attention_heads": 6, "decoder_layers": 3}])
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_asr_encoder_states_and_decoder_logits(tmp_path, shape, fmt):
+    hf = save_hf(transformers.SpeechT5ForSpeechToText, hf_config(**shape), tmp_path, fmt)
+    ours = mmseq.load(tmp_path / "hf").eval()
+    wav, lengths, mask = speech_batch()
+    dec_in = torch.tensor([[2, 10, 11, 12, 13], [2, 20, 21, 22, 1], [2, 30, 31, 1, 1]])
+    with torch.no_grad():
+        ref = hf(input_values=wav, attention_mask=mask, decoder_input_ids=dec_in,
+                 decoder_attention_mask=dec_in.ne(1).long(), output_hidden_states=True)
+        feats = ours.forward_features(wav, lengths)
+        out = ours(wav, lengths, dec_in, dec_in.ne(1).sum(1))
+    valid = ~torch.arange(feats.lengths.max())[None, :].ge(feats.lengths[:, None])
+    assert len(feats.hidden_states) == len(ref.encoder_hidden_states)
+    for a, b in zip(feats.hidden_states, ref.encoder_hidden_states):
+        assert_close(a[valid], b[valid])
+    dec_valid = dec_in.ne(1)
+    assert_close(out.outputs[dec_valid], ref.logits[dec_valid])
+
+
+def test_tts_mel_and_stop_outputs(tmp_path, no_hf_prenet_dropout):
+    hf = save_hf(transformers.SpeechT5ForTextToSpeech, hf_config(), tmp_path)
+    ours = mmseq.load(tmp_path / "hf", speech_prenet_dropout=0.0).eval()
+    ids = torch.tensor([[4, 5, 6, 7, 8, 2], [9, 10, 11, 2, 1, 1]])
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randn(2, 7, 16, generator=g)  # decoder inputs (already shifted)
+    spk = torch.randn(2, 8, generator=g)
+    with torch.no_grad():
+        enc = hf.speecht5.encoder(input_values=ids, attention_mask=ids.ne(1).long()).last_hidden_state
+        dec = hf.speecht5.decoder(input_values=frames, speaker_embeddings=spk, encoder_hidden_states=enc,
+                                  encoder_attention_mask=ids.ne(1).long()).last_hidden_state
+        before, after, stop = hf.speech_decoder_postnet(dec)
+        out = ours(ids, ids.ne(1).sum(1), frames, None, speaker_embeddings=spk).outputs
+    assert_close(out.mel_before, before)
+    assert_close(out.mel_after, after)
+    assert_close(out.stop_logits, stop)
+
+
+def test_vc_encoder_decoder_outputs(tmp_path, no_hf_prenet_dropout):
+    hf = save_hf(transformers.SpeechT5ForSpeechToSpeech, hf_config(), tmp_path)
+    ours = mmseq.load(tmp_path / "hf", speech_prenet_dropout=0.0).eval()
+    wav, lengths, mask = speech_batch(2)
+    frames = torch.randn(2, 5, 16)
+    spk = torch.randn(2, 8)
+    with torch.no_grad():
+        ref = hf(input_values=wav, attention_mask=mask, decoder_input_values=frames, speaker_embeddings=spk)
+        out = ours(wav, lengths, frames, None, speaker_embeddings=spk).outputs
+    assert_close(out.mel_after, ref.spectrogram)
+
+
+def test_export_round_trip_loads_in_transformers(tmp_path):
+    torch.manual_seed(0)
+    ours = mmseq.create_model("speecht5_asr_tiny", mask_time_prob=0.0).eval()
+    export_hf_speecht5(ours, tmp_path / "exported")
+    hf = transformers.SpeechT5ForSpeechToText.from_pretrained(tmp_path / "exported").eval()
+    wav, lengths, mask = speech_batch()
+    dec_in = torch.tensor([[2, 10, 11], [2, 20, 21], [2, 30, 31]])
+    with torch.no_grad():
+        ref = hf(input_values=wav, attention_mask=mask, decoder_input_ids=dec_in).logits
+        out = ours(wav, lengths, dec_in, None).outputs
+    assert_close(out, ref)
+    again = mmseq.load(tmp_path / "exported").eval()
+    with torch.no_grad():
+        assert torch.equal(again(wav, lengths, dec_in, None).outputs, out)
