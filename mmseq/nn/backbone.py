@@ -143,6 +143,20 @@ class EncoderDecoderModel(nn.Module):
                                       output_attentions=output_attentions, **prenet_kwargs)
         return Seq2SeqOutput(outputs, enc.last_hidden_state, lengths, dec.last_hidden_state, dec.cross_attentions)
 
+    def generate(self, x: Any, lengths: Tensor | None = None, *, num_beams: int = 1, **kwargs: Any) -> Tensor:
+        """Token ids ``[B, L]`` by greedy (``num_beams=1``) or beam search; see :mod:`mmseq.generation.text`."""
+        from mmseq.generation import beam_search, greedy_search
+
+        if num_beams > 1:
+            return beam_search(self, x, lengths, num_beams=num_beams, **kwargs)
+        return greedy_search(self, x, lengths, **kwargs)
+
+    def generate_speech(self, x: Any, lengths: Tensor | None = None, **kwargs: Any):
+        """Mel frames (and waveforms with ``vocoder=``); see :func:`mmseq.generation.generate_speech`."""
+        from mmseq.generation import generate_speech
+
+        return generate_speech(self, x, lengths, **kwargs)
+
     def dummy_inputs(self, batch_size: int = 2) -> dict[str, Any]:
         x, lengths = self.encoder_prenet.dummy_inputs(batch_size)
         targets, target_lengths = self.decoder_prenet.dummy_inputs(batch_size)

@@ -1,0 +1,130 @@
+"""Token generation: batched greedy and beam search, both incremental (one decoder step per new token).
+
+Rows that finish leave the batch (their cache rows are dropped), so a batch costs what its live rows cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmseq.nn.backbone import EncoderDecoderModel, lengths_to_padding_mask
+
+
+@dataclass
+class Encoded:
+    memory: Tensor  # [B, S, D]
+    padding_mask: Tensor  # [B, S]
+
+    def select(self, index: Tensor) -> Encoded:
+        return Encoded(self.memory.index_select(0, index), self.padding_mask.index_select(0, index))
+
+
+def encode(model: EncoderDecoderModel, x, lengths: Tensor | None) -> Encoded:
+    out, enc_lengths = model.encode(x, lengths)
+    memory = out.last_hidden_state
+    return Encoded(memory, lengths_to_padding_mask(enc_lengths, memory.shape[1]))
+
+
+def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+@torch.no_grad()
+def greedy_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *, max_new_tokens: int = 200,
+                  start_id: int = 2, eos_id: int = 2, pad_id: int = 1) -> Tensor:
+    """Greedy decoding. Returns ``[B, L]`` token ids starting with ``start_id``, padded with ``pad_id``; each
+    row ends with ``eos_id`` unless it hit ``max_new_tokens``."""
+    enc = encode(model, x, lengths)
+    batch = enc.memory.shape[0]
+    device = enc.memory.device
+    cache = model.decoder.new_cache()
+    rows: list[list[int]] = [[start_id] for _ in range(batch)]
+    alive = torch.arange(batch, device=device)
+    last = torch.full((batch, 1), start_id, dtype=torch.long, device=device)
+    for _ in range(max_new_tokens):
+        logits, _, _ = model.decode(last, None, enc.memory, enc.padding_mask, cache=cache)
+        next_tokens = logits[:, -1].argmax(-1)
+        for row, token in zip(alive.tolist(), next_tokens.tolist()):
+            rows[row].append(token)
+        keep = next_tokens.ne(eos_id)
+        if not bool(keep.all()):
+            if not bool(keep.any()):
+                break
+            index = keep.nonzero().squeeze(1)
+            cache.select(index)
+            enc = enc.select(index)
+            alive, next_tokens = alive[index], next_tokens[index]
+        last = next_tokens[:, None]
+    return _pad(rows, pad_id, device)
+
+
+@torch.no_grad()
+def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *, num_beams: int = 5,
+                max_new_tokens: int = 200, length_penalty: float = 1.0, start_id: int = 2, eos_id: int = 2,
+                pad_id: int = 1) -> Tensor:
+    """Batched beam search; a hypothesis scores ``sum(log p) / length ** length_penalty``.
+
+    A row stops once it holds ``num_beams`` finished hypotheses and no live beam can beat the worst of them
+    (with ``length_penalty >= 0`` a live beam's score can only fall). Returns the best hypothesis per row,
+    ``[B, L]`` padded with ``pad_id``.
+    """
+    enc = encode(model, x, lengths)
+    batch, k = enc.memory.shape[0], num_beams
+    device = enc.memory.device
+    enc = enc.select(torch.arange(batch, device=device).repeat_interleave(k))
+    cache = model.decoder.new_cache()
+    # Only the first beam of each row is live at the start, so the k beams do not start as copies.
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    tokens = torch.full((batch * k, 1), start_id, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    for step in range(1, max_new_tokens + 1):
+        logits, _, _ = model.decode(tokens[:, -1:], None, enc.memory, enc.padding_mask, cache=cache)
+        logprobs = logits[:, -1].float().log_softmax(-1)  # [B*k, V]
+        vocab = logprobs.shape[-1]
+        candidates = (scores.view(-1, 1) + logprobs).view(batch, k * vocab)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)
+        beam_of, token_of = top_index // vocab, top_index % vocab
+        new_scores = torch.full((batch, k), float("-inf"), device=device)
+        source = torch.zeros(batch, k, dtype=torch.long, device=device)
+        new_token = torch.full((batch, k), pad_id, dtype=torch.long, device=device)
+        for b in range(batch):
+            if done[b]:
+                continue
+            filled = 0
+            for score, beam, token in zip(top_scores[b].tolist(), beam_of[b].tolist(), token_of[b].tolist()):
+                if score == float("-inf"):
+                    break
+                if token == eos_id:
+                    hyp = tokens[b * k + beam].tolist() + [eos_id]
+                    finished[b].append((score / step**length_penalty, hyp))
+                    continue
+                new_scores[b, filled], source[b, filled], new_token[b, filled] = score, beam, token
+                filled += 1
+                if filled == k:
+                    break
+            finished[b] = sorted(finished[b], key=lambda h: -h[0])[:k]
+            best_live = new_scores[b].max().item()
+            if len(finished[b]) == k and best_live / step**length_penalty <= finished[b][-1][0]:
+                done[b] = True
+        if all(done):
+            break
+        flat_source = (source + torch.arange(batch, device=device)[:, None] * k).view(-1)
+        cache.select(flat_source)
+        tokens = torch.cat([tokens.index_select(0, flat_source), new_token.view(-1, 1)], dim=1)
+        scores = new_scores
+    rows = []
+    for b in range(batch):
+        if not finished[b]:  # nothing ended with eos: take the best live beam
+            best = int(scores[b].argmax())
+            finished[b].append((0.0, tokens[b * k + best].tolist()))
+        rows.append(max(finished[b], key=lambda h: h[0])[1])
+    return _pad(rows, pad_id, device)

@@ -1,0 +1,156 @@
+"""Generation: equal to transformers on the same weights, incremental == full recomputation, batched ==
+one by one, always terminating."""
+
+import pytest
+import torch
+
+import mmseq
+
+from speecht5_helpers import hf_config, randomize_batchnorm, transformers
+
+
+def strip(row, eos=2, pad=1):
+    out = []
+    for t in row.tolist()[1:]:
+        if t == pad:
+            break
+        out.append(t)
+        if t == eos:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def asr_pair(tmp_path_factory):
+    path = tmp_path_factory.mktemp("asr")
+    torch.manual_seed(0)
+    hf = transformers.SpeechT5ForSpeechToText(hf_config()).eval()
+    # A sharper LM head so that greedy paths are not decided by float noise between near-equal logits.
+    with torch.no_grad():
+        hf.speecht5.decoder.prenet.embed_tokens.weight.mul_(8)
+    hf.save_pretrained(path)
+    return hf, mmseq.load(path).eval()
+
+
+def waves(n=3, samples=4000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([samples, samples - 600, samples - 1300][:n])
+    wav = torch.randn(n, samples, generator=g) * 0.3
+    wav[torch.arange(samples)[None, :] >= lengths[:, None]] = 0
+    return wav, lengths
+
+
+def test_greedy_asr_tokens_equal_transformers(asr_pair):
+    hf, ours = asr_pair
+    wav, lengths = waves()
+    for i in range(3):  # batch of one: transformers pads nothing
+        w = wav[i : i + 1, : lengths[i]]
+        ref = hf.generate(w, max_new_tokens=30, num_beams=1, do_sample=False)
+        got = ours.generate(w, max_new_tokens=30)
+        assert strip(got[0]) == strip(ref[0])
+
+
+def test_batched_greedy_equals_one_by_one_and_full_recomputation(asr_pair):
+    _, ours = asr_pair
+    wav, lengths = waves()
+    batched = ours.generate(wav, lengths, max_new_tokens=30)
+    for i in range(3):
+        alone = ours.generate(wav[i : i + 1], lengths[i : i + 1], max_new_tokens=30)
+        assert strip(batched[i]) == strip(alone[0])
+        # Without the cache: teacher-force the generated prefix; argmax must reproduce every next token.
+        tokens = torch.tensor([[2] + strip(alone[0])])
+        with torch.no_grad():
+            logits = ours(wav[i : i + 1], lengths[i : i + 1], tokens[:, :-1], None).outputs
+        assert logits.argmax(-1)[0].tolist() == tokens[0, 1:].tolist()
+
+
+def sequence_score(model, wav, lengths, tokens):
+    with torch.no_grad():
+        logits = model(wav, lengths, tokens[:, :-1], None).outputs.log_softmax(-1)
+    return logits.gather(-1, tokens[:, 1:, None]).sum().item() / (tokens.shape[1] - 1)
+
+
+def test_beam_search_is_batch_invariant_and_at_least_as_good_as_greedy(asr_pair):
+    _, ours = asr_pair
+    wav, lengths = waves()
+    batched = ours.generate(wav, lengths, num_beams=4, max_new_tokens=20)
+    for i in range(3):
+        alone = ours.generate(wav[i : i + 1], lengths[i : i + 1], num_beams=4, max_new_tokens=20)
+        assert strip(batched[i]) == strip(alone[0])
+        greedy = ours.generate(wav[i : i + 1], lengths[i : i + 1], max_new_tokens=20)
+        best = torch.tensor([[2] + strip(alone[0])])
+        plain = torch.tensor([[2] + strip(greedy[0])])
+        if best[0, -1] == 2 and plain[0, -1] == 2:  # both complete: beam's normalised score is no worse
+            w, n = wav[i : i + 1], lengths[i : i + 1]
+            assert sequence_score(ours, w, n, best) >= sequence_score(ours, w, n, plain) - 1e-5
+
+
+@pytest.fixture(scope="module")
+def tts_pair(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tts")
+    torch.manual_seed(0)
+    hf = transformers.SpeechT5ForTextToSpeech(hf_config()).eval()
+    randomize_batchnorm(hf)
+    with torch.no_grad():  # make stop probabilities rise within a few dozen steps
+        hf.speech_decoder_postnet.prob_out.bias.fill_(-3.0)
+    hf.save_pretrained(path)
+    return hf, mmseq.load(path, speech_prenet_dropout=0.0).eval()
+
+
+def test_tts_spectrograms_equal_transformers(tts_pair, no_hf_prenet_dropout):
+    hf, ours = tts_pair
+    g = torch.Generator().manual_seed(5)
+    for n in (4, 7, 11):
+        ids = torch.randint(4, 40, (1, n), generator=g)
+        spk = torch.randn(1, 8, generator=g)
+        ref = hf.generate_speech(ids, spk, threshold=0.5, maxlenratio=20.0)
+        got = ours.generate_speech(ids, speaker_embeddings=spk, threshold=0.5, max_len_ratio=20.0)
+        assert got.mel.shape[1:] == ref.shape and got.lengths.tolist() == [ref.shape[0]]
+        assert (got.mel[0] - ref).abs().max() < 1e-4
+
+
+def test_vc_spectrograms_equal_transformers(tmp_path, no_hf_prenet_dropout):
+    torch.manual_seed(0)
+    hf = transformers.SpeechT5ForSpeechToSpeech(hf_config()).eval()
+    randomize_batchnorm(hf)
+    hf.save_pretrained(tmp_path)
+    ours = mmseq.load(tmp_path, speech_prenet_dropout=0.0).eval()
+    wav, _ = waves(1)
+    spk = torch.randn(1, 8)
+    ref = hf.generate_speech(wav, spk, maxlenratio=2.0)
+    got = ours.generate_speech(wav, speaker_embeddings=spk, max_len_ratio=2.0)
+    assert got.mel.shape[1:] == ref.shape and (got.mel[0] - ref).abs().max() < 1e-4
+
+
+def test_batched_tts_equals_one_by_one_with_per_row_lengths(tts_pair):
+    _, ours = tts_pair
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 2], [12, 13, 14, 2, 1, 1, 1, 1], [15, 16, 17, 18, 19, 2, 1, 1]])
+    lengths = ids.ne(1).sum(1)
+    spk = torch.randn(3, 8)
+    batched = ours.generate_speech(ids, lengths, speaker_embeddings=spk, stop_rule="any")
+    for i in range(3):
+        alone = ours.generate_speech(ids[i : i + 1, : lengths[i]], speaker_embeddings=spk[i : i + 1],
+                                     stop_rule="any")
+        n = int(alone.lengths[0])
+        assert int(batched.lengths[i]) == n
+        torch.testing.assert_close(batched.mel[i, :n], alone.mel[0], atol=1e-5, rtol=1e-5)
+        assert (batched.mel[i, n:] == 0).all()
+
+
+def test_prenet_dropout_is_seedable_and_switchable(tts_pair):
+    _, ours = tts_pair
+    ids = torch.tensor([[5, 6, 7, 2]])
+    ours.decoder_prenet.dropout = 0.5
+    try:
+        a = ours.generate_speech(ids, generator=torch.Generator().manual_seed(1), max_len_ratio=4)
+        b = ours.generate_speech(ids, generator=torch.Generator().manual_seed(1), max_len_ratio=4)
+        c = ours.generate_speech(ids, generator=torch.Generator().manual_seed(2), max_len_ratio=4)
+        assert torch.equal(a.mel, b.mel) and not torch.equal(a.mel, c.mel)
+    finally:
+        ours.decoder_prenet.dropout = 0.0
+
+
+def test_generation_terminates_at_the_length_bound(tts_pair):
+    _, ours = tts_pair
+    out = ours.generate_speech(torch.tensor([[5, 6, 7, 2]]), threshold=10.0, max_len_ratio=3.0)  # never stops
+    assert out.lengths.tolist() == [int(4 * 3.0 / 2) * 2]
