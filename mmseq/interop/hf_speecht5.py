@@ -179,4 +179,46 @@ def export_hf_speecht5(model: nn.Module, directory: str | Path) -> Path:
     return write_directory(directory, write)
 
 
+# --- HiFi-GAN vocoder --------------------------------------------------------------------------------------------
+
+HIFIGAN_TYPES = ("hifigan", "speecht5_hifigan")
+HIFIGAN_FIELDS = ("model_in_dim", "upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes",
+                  "resblock_kernel_sizes", "resblock_dilation_sizes", "leaky_relu_slope", "normalize_before",
+                  "sampling_rate")
+
+
+def is_hf_hifigan(path: Path) -> bool:
+    config = path / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("model_type") in HIFIGAN_TYPES
+    except json.JSONDecodeError:
+        return False
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def load_hf_hifigan(path: Path, **overrides: Any) -> nn.Module:
+    """transformers' ``SpeechT5HifiGan`` directory -> mmseq ``speecht5_hifigan`` (weight norm folded)."""
+    from mmseq.registry import create_model
+    from mmseq.vocoders.hifigan import fold_weight_norm
+
+    config = json.loads((path / "config.json").read_text())
+    args = {k: _tuples(config[k]) for k in HIFIGAN_FIELDS if k in config}
+    model = create_model("speecht5_hifigan", **{**args, **overrides})
+    state = fold_weight_norm(read_hf_weights(path))
+    missing = sorted(set(model.state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise CheckpointError(f"weights of {str(path)!r} do not fit HiFi-GAN: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights of {str(path)!r} do not fit HiFi-GAN: {e}") from None
+    return model
+
+
 register_checkpoint_format("hf-speecht5", is_hf_speecht5, load_hf_speecht5)
+register_checkpoint_format("hf-hifigan", is_hf_hifigan, load_hf_hifigan)
