@@ -120,7 +120,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, extra_files: dict[s
     Args:
         model: the model; ``model.mmseq_config`` (set by create_model) names its builder and arguments.
         directory: the checkpoint directory; an existing checkpoint there is replaced as a whole.
-        extra_files: more text files to place beside the weights (e.g. tokenizer files), name -> content.
+        extra_files: more text files to place beside the weights, name -> content. A ``model.tokenizer``
+            is saved too, and :func:`load` brings it back.
     """
     config = getattr(model, "mmseq_config", None)
     if config is None:
@@ -132,6 +133,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, extra_files: dict[s
     def write(tmp: Path) -> None:
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
         write_model_files(model, tmp)
 
     return write_directory(directory, write)
@@ -212,6 +216,11 @@ def load(path: str | Path, **overrides: Any) -> nn.Module:
             f"weights of {str(path)!r} do not fit model {config['builder']!r}: "
             f"missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
         )
+    from mmseq.data.tokenizers import checkpoint_tokenizer
+
+    tokenizer = checkpoint_tokenizer(path)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
     return model
 
 

@@ -27,6 +27,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mmseq.data.cli import add_parser as add_data
+    from mmseq.inference.cli import add_parser as add_infer
     from mmseq.train.cli import add_parsers as add_train
 
     parser = argparse.ArgumentParser(prog="mmseq", description=__doc__.splitlines()[0])
@@ -39,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train(sub)  # train, eval
     add_data(sub)  # data ...
-    for name, what in [("infer", "run a trained model on inputs"), ("bench", "run a benchmark")]:
-        p = sub.add_parser(name, help=f"{what} (no tasks registered yet)")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=lambda args, name=name: _no_tasks(name))
+    add_infer(sub)  # infer
+    p = sub.add_parser("bench", help="run a benchmark (no benchmarks registered yet; see bench/)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=lambda args: _no_tasks("bench"))
     return parser
 
 

@@ -468,3 +468,11 @@ def normalize_numbers(text: str) -> str:
     text = _YEAR_RE.sub(lambda m: year_to_words(int(m.group(1))), text)
     text = _INTEGER_RE.sub(lambda m: ("minus " if m.group(1) else "") + number_to_words(_int(m.group(2))), text)
     return text
+
+
+def checkpoint_tokenizer(directory: str | os.PathLike) -> SpeechT5CharTokenizer | None:
+    """The tokenizer stored beside a checkpoint's weights (``spm_char.model``), or None when there is none."""
+    directory = Path(directory)
+    if (directory / "spm_char.model").is_file():
+        return SpeechT5CharTokenizer.from_dir(directory)
+    return None

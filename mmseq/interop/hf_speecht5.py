@@ -136,10 +136,11 @@ def load_hf_speecht5(path: Path, **overrides: Any) -> nn.Module:
         model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         raise CheckpointError(f"weights of {str(path)!r} do not fit {task} SpeechT5: {e}") from None
-    if (path / "spm_char.model").is_file():
-        from mmseq.data.tokenizers import SpeechT5CharTokenizer
+    from mmseq.data.tokenizers import checkpoint_tokenizer
 
-        model.tokenizer = SpeechT5CharTokenizer.from_dir(path)
+    tokenizer = checkpoint_tokenizer(path)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
     return model
 
 

@@ -66,8 +66,9 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
             layer_norm_eps, feature_dropout, mask_time_prob, mask_time_length, mask_time_min_masks,
             max_speech_positions, PAD)
     else:
-        encoder_prenet = TokenPrenet(vocab_size, dim, PAD, positions="scaled", dropout=positional_dropout)
-        encoder_prenet.encode_positions.dropout.p = positional_dropout
+        encoder_prenet = TokenPrenet(vocab_size, dim, PAD, positions="scaled", dropout=0.0,
+                                     max_positions=max_text_positions)
+        encoder_prenet.encode_positions.dropout.p = positional_dropout  # SpeechT5 drops out after the positions
     if task == "sid":
         return EncoderModel(encoder_prenet, encoder, ClassifierPostnet(dim, num_classes))
 
@@ -81,7 +82,7 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
                                                   postnet_kernel, postnet_dropout)
     else:
         decoder_prenet = TokenPrenet(vocab_size, dim, PAD, positions="sinusoidal", scale_embedding=scale_embedding,
-                                     dropout=positional_dropout)
+                                     dropout=positional_dropout, max_positions=max_text_positions)
         postnet = LMHead(dim, vocab_size, tie_to=decoder_prenet.embed_tokens)
     ctc_head = CTCHead(dim, vocab_size) if ctc and task in ("asr", "st") else None
     model = EncoderDecoderModel(encoder_prenet, encoder, decoder_prenet, decoder, postnet, encoder_postnet=ctc_head)

@@ -22,16 +22,19 @@ class TokenPrenet(nn.Module):
             learnable alpha) or ``"none"``.
         scale_embedding: multiply embeddings by sqrt(dim) before adding positions.
         dropout: dropout on the output.
+        max_positions: positions the model was built for (tables grow beyond it on demand, but a trained model
+            has never seen those positions; long inputs should be split, see ``mmseq.inference``).
     """
 
     downsample_rate = 1
 
     def __init__(self, vocab_size: int, dim: int, padding_idx: int = 1, positions: str = "sinusoidal",
-                 scale_embedding: bool = False, dropout: float = 0.0):
+                 scale_embedding: bool = False, dropout: float = 0.0, max_positions: int = 1024):
         super().__init__()
         if positions not in ("sinusoidal", "scaled", "none"):
             raise ValueError(f"positions must be 'sinusoidal', 'scaled' or 'none', got {positions!r}")
         self.output_dim, self.vocab_size, self.padding_idx = dim, vocab_size, padding_idx
+        self.max_positions = max_positions
         self.embed_tokens = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
         # Unit-scale rows after sqrt(dim) scaling, and small logits when an LM head is tied to them.
         nn.init.normal_(self.embed_tokens.weight, std=dim**-0.5)
@@ -40,9 +43,9 @@ class TokenPrenet(nn.Module):
         self.embed_scale = math.sqrt(dim) if scale_embedding else 1.0
         self.positions = positions
         if positions == "sinusoidal":
-            self.embed_positions = SinusoidalPositionalEmbedding(dim, padding_idx)
+            self.embed_positions = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
         elif positions == "scaled":
-            self.encode_positions = ScaledPositionalEncoding(dim)
+            self.encode_positions = ScaledPositionalEncoding(dim, max_len=max_positions)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, tokens: Tensor, lengths: Tensor | None = None, offset: int = 0) -> tuple[Tensor, Tensor]:

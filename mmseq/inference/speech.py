@@ -1,0 +1,162 @@
+"""Per-task inference behind :func:`mmseq.pipeline`: SpeechT5 ASR / ST, TTS, VC / SE and speaker ID."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from mmseq.errors import InputError
+from mmseq.inference.inputs import is_batch, load_speaker_embeddings, load_waveform, pad_waveforms
+
+SAMPLE_RATE = 16000
+
+
+class _Pipeline:
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = device, dtype
+
+    @property
+    def tokenizer(self):
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None:
+            raise InputError("the model has no tokenizer: load it from a checkpoint directory holding spm_char.model")
+        return tokenizer
+
+    def _waveforms(self, inputs: Sequence[Any], sampling_rate: int | None) -> tuple[Tensor, Tensor]:
+        waves = [load_waveform(x, sampling_rate, SAMPLE_RATE, f"input {i}") for i, x in enumerate(inputs)]
+        field = self.model.encoder_prenet.feature_encoder.receptive_field if hasattr(
+            self.model, "encoder_prenet") else self.model.prenet.feature_encoder.receptive_field
+        wav, lengths = pad_waveforms(waves, field)
+        return wav.to(self.device, self.dtype), lengths.to(self.device)
+
+    def _chunks(self, items: list, batch_size: int):
+        for start in range(0, len(items), batch_size):
+            yield items[start : start + batch_size]
+
+
+class SpeechToTextPipeline(_Pipeline):
+    """Audio in, text out (ASR, speech translation). Greedy by default; ``num_beams`` for beam search."""
+
+    def __call__(self, inputs: Any, sampling_rate: int | None = None, batch_size: int = 8, num_beams: int = 1,
+                 max_new_tokens: int = 200) -> str | list[str]:
+        items = list(inputs) if is_batch(inputs) else [inputs]
+        texts: list[str] = []
+        with torch.inference_mode():
+            for chunk in self._chunks(items, batch_size):
+                wav, lengths = self._waveforms(chunk, sampling_rate)
+                tokens = self.model.generate(wav, lengths, num_beams=num_beams, max_new_tokens=max_new_tokens)
+                texts += [self.tokenizer.decode(row) for row in tokens.cpu()]
+        return texts if is_batch(inputs) else texts[0]
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """Split ``text`` into pieces of at most ``max_chars`` characters for separate synthesis.
+
+    Long sentences are cut at commas, then between words (a single over-long word is cut anywhere); the units
+    are then packed greedily, so short sentences share a piece and punctuation is kept.
+    """
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return [text]
+    units: list[str] = []
+    for sentence in re.split(r"(?<=[.!?;:])\s+", text):
+        for clause in re.split(r"(?<=,)\s+", sentence) if len(sentence) > max_chars else [sentence]:
+            for word in clause.split(" ") if len(clause) > max_chars else [clause]:
+                units += [word[i : i + max_chars] for i in range(0, len(word), max_chars)]
+    pieces: list[str] = []
+    for unit in units:
+        if pieces and len(pieces[-1]) + 1 + len(unit) <= max_chars:
+            pieces[-1] += " " + unit
+        else:
+            pieces.append(unit)
+    return pieces
+
+
+class _SpeechOutputPipeline(_Pipeline):
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, vocoder: nn.Module | None):
+        super().__init__(model, device, dtype)
+        if vocoder is None:
+            from mmseq.vocoders import GriffinLimVocoder
+
+            vocoder = GriffinLimVocoder(n_mels=model.decoder_postnet.num_mel_bins)
+            dtype = torch.float32  # Griffin-Lim runs in fp32
+        self.vocoder = vocoder.to(device=device, dtype=dtype if isinstance(vocoder, nn.Module) else None).eval()
+        self.vocoder_dtype = dtype
+
+    def _speak(self, x: Tensor, lengths: Tensor, speaker_embeddings: Any, **kwargs: Any) -> list[np.ndarray]:
+        dim = self.model.decoder_prenet.speaker_embedding_dim
+        spk = load_speaker_embeddings(speaker_embeddings, dim, x.shape[0], self.dtype, self.device)
+        out = self.model.generate_speech(x, lengths, speaker_embeddings=spk, **kwargs)
+        wav = self.vocoder(out.mel.to(self.vocoder_dtype))
+        step = self.vocoder.samples_per_frame
+        return [wav[i, : int(n) * step].float().cpu().numpy() for i, n in enumerate(out.lengths)]
+
+
+class TextToSpeechPipeline(_SpeechOutputPipeline):
+    """Text in, ``(waveform, sampling_rate)`` out. Text longer than the model's text positions is split at
+    sentence boundaries, the pieces synthesised as one batch and their audio joined."""
+
+    def __call__(self, inputs: str | list[str], speaker_embeddings: Any = None, batch_size: int = 8,
+                 **generate_kwargs: Any) -> tuple[np.ndarray, int] | list[tuple[np.ndarray, int]]:
+        texts = list(inputs) if is_batch(inputs) else [inputs]
+        max_chars = self.model.encoder_prenet.max_positions - 1  # room for </s>
+        pieces, owner = [], []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"input {i}: TTS needs non-empty text, got {text!r}")
+            for piece in split_text(text, max_chars):
+                pieces.append(piece)
+                owner.append(i)
+        spk = speaker_embeddings
+        audio: list[list[np.ndarray]] = [[] for _ in texts]
+        with torch.inference_mode():
+            for start in range(0, len(pieces), batch_size):
+                chunk = pieces[start : start + batch_size]
+                ids, lengths = self.tokenizer.batch_encode(chunk, strict=True)
+                chunk_spk = spk
+                if spk is not None and not isinstance(spk, (str,)) and np.ndim(np.asarray(spk)) == 2:
+                    chunk_spk = np.asarray(spk)[[owner[j] for j in range(start, start + len(chunk))]]
+                for j, wav in enumerate(self._speak(ids.to(self.device), lengths.to(self.device), chunk_spk,
+                                                    **generate_kwargs)):
+                    audio[owner[start + j]].append(wav)
+        results = [(np.concatenate(parts), SAMPLE_RATE) for parts in audio]
+        return results if is_batch(inputs) else results[0]
+
+
+class SpeechToSpeechPipeline(_SpeechOutputPipeline):
+    """Audio in, ``(waveform, sampling_rate)`` out (voice conversion, speech enhancement)."""
+
+    def __call__(self, inputs: Any, sampling_rate: int | None = None, speaker_embeddings: Any = None,
+                 batch_size: int = 8, **generate_kwargs: Any):
+        items = list(inputs) if is_batch(inputs) else [inputs]
+        results = []
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                wav, lengths = self._waveforms(items[start : start + batch_size], sampling_rate)
+                results += [(w, SAMPLE_RATE) for w in self._speak(wav, lengths, speaker_embeddings,
+                                                                  **generate_kwargs)]
+        return results if is_batch(inputs) else results[0]
+
+
+class SpeakerIdPipeline(_Pipeline):
+    """Audio in, ``{"label", "score"}`` out; labels from ``model.labels`` when the checkpoint has them."""
+
+    def __call__(self, inputs: Any, sampling_rate: int | None = None, batch_size: int = 8):
+        items = list(inputs) if is_batch(inputs) else [inputs]
+        labels = getattr(self.model, "labels", None)
+        results = []
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                wav, lengths = self._waveforms(items[start : start + batch_size], sampling_rate)
+                probs = self.model(wav, lengths).float().softmax(-1)
+                score, index = probs.max(-1)
+                results += [{"label": labels[i] if labels else str(i), "score": s}
+                            for i, s in zip(index.tolist(), score.tolist())]
+        return results if is_batch(inputs) else results[0]
