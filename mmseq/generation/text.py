@@ -67,17 +67,35 @@ def greedy_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, 
 
 @torch.no_grad()
 def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *, num_beams: int = 5,
-                max_new_tokens: int = 200, length_penalty: float = 1.0, start_id: int = 2, eos_id: int = 2,
-                pad_id: int = 1) -> Tensor:
-    """Batched beam search; a hypothesis scores ``sum(log p) / length ** length_penalty``.
+                max_new_tokens: int = 200, length_penalty: float = 1.0, ctc_weight: float = 0.0,
+                pre_beam: int | None = None, start_id: int = 2, eos_id: int = 2, pad_id: int = 1,
+                blank_id: int | None = None) -> Tensor:
+    """Batched beam search, optionally with joint CTC/attention scoring.
 
-    A row stops once it holds ``num_beams`` finished hypotheses and no live beam can beat the worst of them
-    (with ``length_penalty >= 0`` a live beam's score can only fall). Returns the best hypothesis per row,
-    ``[B, L]`` padded with ``pad_id``.
+    A hypothesis scores ``sum(step scores) / length ** length_penalty``; a step's score is the attention
+    log-probability, or with ``ctc_weight`` = w: ``(1 - w) * log p_att + w * (CTC prefix score gain)`` over the
+    ``pre_beam`` best attention candidates (default ``1.5 * num_beams``). The CTC head is the model's encoder
+    post-net. A row stops once it holds ``num_beams`` finished hypotheses and no live beam can beat the worst of
+    them. Returns the best hypothesis per row, ``[B, L]`` padded with ``pad_id``.
     """
-    enc = encode(model, x, lengths)
+    from mmseq.errors import InputError
+    from mmseq.generation.ctc import CTCPrefixScorer
+
+    out, enc_lengths = model.encode(x, lengths)
+    enc = Encoded(out.last_hidden_state, lengths_to_padding_mask(enc_lengths, out.last_hidden_state.shape[1]))
     batch, k = enc.memory.shape[0], num_beams
     device = enc.memory.device
+    scorer = None
+    if ctc_weight > 0:
+        if model.encoder_postnet is None:
+            raise InputError("ctc_weight > 0 needs a model with a CTC head (built with ctc=True)")
+        log_probs = model.encoder_postnet(enc.memory)
+        blank = log_probs.shape[-1] - 1 if blank_id is None else blank_id
+        scorer = CTCPrefixScorer(log_probs, enc_lengths, blank=blank, eos=eos_id)
+        scorer.repeat(k)
+        width = pre_beam or max(2, int(1.5 * k))
+    else:
+        width = 2 * k  # the best 2k of all k*V continuations are among each beam's best 2k
     enc = enc.select(torch.arange(batch, device=device).repeat_interleave(k))
     cache = model.decoder.new_cache()
     # Only the first beam of each row is live at the start, so the k beams do not start as copies.
@@ -88,26 +106,33 @@ def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
     done = [False] * batch
     for step in range(1, max_new_tokens + 1):
         logits, _, _ = model.decode(tokens[:, -1:], None, enc.memory, enc.padding_mask, cache=cache)
-        logprobs = logits[:, -1].float().log_softmax(-1)  # [B*k, V]
-        vocab = logprobs.shape[-1]
-        candidates = (scores.view(-1, 1) + logprobs).view(batch, k * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)
-        beam_of, token_of = top_index // vocab, top_index % vocab
+        att, candidates = logits[:, -1].float().log_softmax(-1).topk(width, dim=-1)  # [B*k, C]
+        step_scores = att
+        if scorer is not None:
+            ctc_gain, ctc_state = scorer.score(candidates)
+            step_scores = (1 - ctc_weight) * att + ctc_weight * ctc_gain
+        total = (scores.view(-1, 1) + step_scores).view(batch, k * width)
+        top_scores, top_index = total.topk(2 * k, dim=1)
+        beam_of, choice_of = top_index // width, top_index % width
+        token_of = candidates.view(batch, k * width).gather(1, top_index)
         new_scores = torch.full((batch, k), float("-inf"), device=device)
         source = torch.zeros(batch, k, dtype=torch.long, device=device)
+        choice = torch.zeros(batch, k, dtype=torch.long, device=device)
         new_token = torch.full((batch, k), pad_id, dtype=torch.long, device=device)
         for b in range(batch):
             if done[b]:
                 continue
             filled = 0
-            for score, beam, token in zip(top_scores[b].tolist(), beam_of[b].tolist(), token_of[b].tolist()):
+            for score, beam, ch, token in zip(top_scores[b].tolist(), beam_of[b].tolist(), choice_of[b].tolist(),
+                                              token_of[b].tolist()):
                 if score == float("-inf"):
                     break
                 if token == eos_id:
                     hyp = tokens[b * k + beam].tolist() + [eos_id]
                     finished[b].append((score / step**length_penalty, hyp))
                     continue
-                new_scores[b, filled], source[b, filled], new_token[b, filled] = score, beam, token
+                new_scores[b, filled], source[b, filled], choice[b, filled] = score, beam, ch
+                new_token[b, filled] = token
                 filled += 1
                 if filled == k:
                     break
@@ -119,6 +144,8 @@ def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
             break
         flat_source = (source + torch.arange(batch, device=device)[:, None] * k).view(-1)
         cache.select(flat_source)
+        if scorer is not None:
+            scorer.advance(ctc_state, flat_source, choice.view(-1), new_token.view(-1))
         tokens = torch.cat([tokens.index_select(0, flat_source), new_token.view(-1, 1)], dim=1)
         scores = new_scores
     rows = []

@@ -3,6 +3,9 @@
 * :class:`SpeechEncoderPrenet` -- waveform -> wav2vec 2.0-style convolutional features (320x downsampling at
   the default strides), LayerNorm + projection, SpecAugment time masking with a learned mask embedding
   (training only), a convolutional relative position embedding and fairseq sinusoidal positions.
+  Padding never changes a row's valid outputs: the first layer's per-channel normalisation uses valid steps
+  only and padded frames are zeroed before the position convolution. (transformers normalises over the padded
+  length, so its batched outputs for padded rows differ from its own unbatched ones.)
 * :class:`SpeechDecoderPrenet` -- mel frames -> two ReLU layers with always-on dropout (Tacotron 2 style),
   projection, ESPnet scaled positions, and an optional speaker x-vector joined by a linear layer. The dropout
   can be switched off (``p = 0`` is the identity) and seeded with a ``torch.Generator``.
@@ -29,10 +32,20 @@ class ConvLayer(nn.Module):
         # The first layer normalises each channel over time (GroupNorm with one channel per group).
         self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if group_norm else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x [B, C, S]``; ``lengths`` = valid output steps per row (normalisation statistics use only those,
+        so a padded row gets the values it would get alone)."""
         x = self.conv(x)
         if self.layer_norm is not None:
-            x = self.layer_norm(x)
+            if lengths is None or bool((lengths == x.shape[-1]).all()):
+                x = self.layer_norm(x)
+            else:
+                valid = (torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None])[:, None, :]
+                count = lengths[:, None, None].to(x.dtype)
+                mean = (x * valid).sum(-1, keepdim=True) / count
+                var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+                norm = self.layer_norm
+                x = (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
         return F.gelu(x)
 
 
@@ -59,10 +72,13 @@ class FeatureEncoder(nn.Module):
             field = (field - 1) * s + k
         return field
 
-    def forward(self, wav: Tensor) -> Tensor:
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``wav [B, S]``; ``lengths [B]`` in samples (None: no padding)."""
         x = wav[:, None, :]
-        for layer in self.conv_layers:
-            x = layer(x)
+        for layer, k, s in zip(self.conv_layers, self.kernels, self.strides):
+            if lengths is not None:
+                lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+            x = layer(x, lengths)
         return x
 
 
@@ -148,9 +164,12 @@ class SpeechEncoderPrenet(nn.Module):
         if short < self.feature_encoder.receptive_field:
             raise InputError(f"audio of {short} samples is shorter than the encoder's receptive field "
                              f"({self.feature_encoder.receptive_field} samples)")
-        x = self.feature_projection(self.feature_encoder(wav).transpose(1, 2))
+        x = self.feature_projection(self.feature_encoder(wav, lengths).transpose(1, 2))
         out_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
         padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+        if bool(padding.any()):
+            # Zero padded frames so the position convolution sees what it sees at the end of an unpadded row.
+            x = x.masked_fill(padding[..., None], 0.0)
         if time_mask is None and self.training and self.mask_time_prob > 0:
             time_mask = time_mask_spans(out_lengths.cpu(), x.shape[1], self.mask_time_prob, self.mask_time_length,
                                         self.mask_time_min_masks).to(x.device)
