@@ -100,20 +100,16 @@ _LARGE: dict[str, Any] = dict(dim=1024, encoder_layers=24, encoder_heads=16, enc
                               decoder_heads=16, decoder_ffn_dim=4096, norm_first=True)
 
 
-def _variant(task: str, size: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:
-    return speecht5(task, **{**size, **overrides})
+def _builder(task: str, size_name: str, size: dict[str, Any]):
+    """A registered builder for one task and size; its overrides are any argument of :func:`speecht5`."""
 
+    def builder(**overrides: Any) -> nn.Module:
+        return speecht5(task, **{**size, **overrides})
 
-# One registered builder per task and size. Overrides are any argument of :func:`speecht5`.
-def _register(task: str) -> None:
-    for size_name, size in (("base", {}), ("large", _LARGE), ("tiny", _TINY)):
-        def builder(**overrides: Any) -> nn.Module:
-            return _variant(task, size, overrides)
-
-        builder.__name__ = f"speecht5_{task}_{size_name}"
-        builder.__doc__ = f"SpeechT5-{size_name} for {task}."
-        builder.__signature__ = _signature_with_defaults(size)  # type: ignore[attr-defined]
-        register_model(builder)
+    builder.__name__ = f"speecht5_{task}_{size_name}"
+    builder.__doc__ = f"SpeechT5-{size_name} for {task}."
+    builder.__signature__ = _signature_with_defaults(size)  # type: ignore[attr-defined]
+    return builder
 
 
 def _signature_with_defaults(size: dict[str, Any]):
@@ -124,4 +120,5 @@ def _signature_with_defaults(size: dict[str, Any]):
 
 
 for _task in TASKS:
-    _register(_task)
+    for _size_name, _size in (("base", {}), ("large", _LARGE), ("tiny", _TINY)):
+        register_model(_builder(_task, _size_name, _size))

@@ -106,3 +106,15 @@ def test_export_round_trip_loads_in_transformers(tmp_path):
     again = mmseq.load(tmp_path / "exported").eval()
     with torch.no_grad():
         assert torch.equal(again(wav, lengths, dec_in, None).outputs, out)
+
+
+def test_registered_sizes_build_what_they_name():
+    from mmseq.registry import model_arguments
+
+    for name, dim, layers, norm_first in [("speecht5_asr_base", 768, 12, False), ("speecht5_tts_large", 1024, 24, True),
+                                          ("speecht5_vc_tiny", 32, 2, False)]:
+        args = model_arguments(name)
+        assert (args["dim"], args["encoder_layers"], args["norm_first"]) == (dim, layers, norm_first)
+    model = mmseq.create_model("speecht5_sid_base")
+    assert model.encoder.dim == 768 and len(model.encoder.layers) == 12
+    assert mmseq.create_model("speecht5_tts_tiny").encoder.dim == 32
