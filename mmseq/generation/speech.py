@@ -52,7 +52,7 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     prenet, postnet = model.decoder_prenet, model.decoder_postnet
     enc = encode(model, x, lengths)
     batch, device = enc.memory.shape[0], enc.memory.device
-    dtype = enc.memory.dtype
+    dtype = enc.memory.dtype  # the decoder's
     r, n_mels = postnet.reduction_factor, postnet.num_mel_bins
     enc_lengths = (~enc.padding_mask).sum(1)
     max_steps = (enc_lengths.float() * max_len_ratio / r).long().clamp(min=1)

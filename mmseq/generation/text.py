@@ -22,9 +22,14 @@ class Encoded:
         return Encoded(self.memory.index_select(0, index), self.padding_mask.index_select(0, index))
 
 
+def decoder_dtype(model: EncoderDecoderModel) -> torch.dtype:
+    return next(model.decoder.parameters()).dtype
+
+
 def encode(model: EncoderDecoderModel, x, lengths: Tensor | None) -> Encoded:
+    """Encoder output in the decoder's dtype (the two may differ: see ``mmseq.inference.set_precision``)."""
     out, enc_lengths = model.encode(x, lengths)
-    memory = out.last_hidden_state
+    memory = out.last_hidden_state.to(decoder_dtype(model))
     return Encoded(memory, lengths_to_padding_mask(enc_lengths, memory.shape[1]))
 
 
@@ -82,14 +87,15 @@ def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
     from mmseq.generation.ctc import CTCPrefixScorer
 
     out, enc_lengths = model.encode(x, lengths)
-    enc = Encoded(out.last_hidden_state, lengths_to_padding_mask(enc_lengths, out.last_hidden_state.shape[1]))
+    memory = out.last_hidden_state
+    enc = Encoded(memory.to(decoder_dtype(model)), lengths_to_padding_mask(enc_lengths, memory.shape[1]))
     batch, k = enc.memory.shape[0], num_beams
     device = enc.memory.device
     scorer = None
     if ctc_weight > 0:
         if model.encoder_postnet is None:
             raise InputError("ctc_weight > 0 needs a model with a CTC head (built with ctc=True)")
-        log_probs = model.encoder_postnet(enc.memory)
+        log_probs = model.encoder_postnet(memory)
         blank = log_probs.shape[-1] - 1 if blank_id is None else blank_id
         scorer = CTCPrefixScorer(log_probs, enc_lengths, blank=blank, eos=eos_id)
         scorer.repeat(k)

@@ -28,6 +28,22 @@ def _as_model(model: Any, what: str) -> nn.Module:
     raise InputError(f"{what} must be a checkpoint path or a model, got {type(model).__name__}")
 
 
+def set_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """Cast ``model`` for inference in ``dtype``.
+
+    On CUDA the whole model is cast. On the CPU, reduced precision pays off only where decoding streams weights
+    (matrix-vector products at small batch); CPUs without native bf16/fp16 matrix units run large bf16 matrix
+    products slower than fp32, so encoders (one large product per layer) stay in fp32 and only the decoder
+    side is cast. Generation casts the encoder output to the decoder's dtype.
+    """
+    model = model.to(device=device)
+    if dtype == torch.float32 or device.type != "cpu" or not hasattr(model, "decoder"):
+        return model.to(dtype=dtype)
+    for part in (model.decoder_prenet, model.decoder, model.decoder_postnet):
+        part.to(dtype=dtype)
+    return model
+
+
 def pipeline(task: str, model: Any, vocoder: Any = None, device: str | torch.device | None = None,
              dtype: str | torch.dtype = "fp32"):
     """Build the inference object for ``task`` (asr, st, tts, vc, se, sid).

@@ -13,14 +13,19 @@ from torch import Tensor
 
 from mmseq.errors import InputError
 from mmseq.inference.inputs import is_batch, load_speaker_embeddings, load_waveform, pad_waveforms
+from mmseq.vocoders import GriffinLimVocoder
 
 SAMPLE_RATE = 16000
 
 
 class _Pipeline:
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype):
-        self.model = model.to(device=device, dtype=dtype).eval()
+        from mmseq.inference import set_precision
+
+        self.model = set_precision(model, dtype, device).eval()
         self.device, self.dtype = device, dtype
+        # Inputs enter the encoder, which keeps its own dtype (fp32 on the CPU, see set_precision).
+        self.input_dtype = next(self.model.parameters()).dtype
 
     @property
     def tokenizer(self):
@@ -34,7 +39,7 @@ class _Pipeline:
         field = self.model.encoder_prenet.feature_encoder.receptive_field if hasattr(
             self.model, "encoder_prenet") else self.model.prenet.feature_encoder.receptive_field
         wav, lengths = pad_waveforms(waves, field)
-        return wav.to(self.device, self.dtype), lengths.to(self.device)
+        return wav.to(self.device, self.input_dtype), lengths.to(self.device)
 
     def _chunks(self, items: list, batch_size: int):
         for start in range(0, len(items), batch_size):
@@ -83,12 +88,11 @@ class _SpeechOutputPipeline(_Pipeline):
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, vocoder: nn.Module | None):
         super().__init__(model, device, dtype)
         if vocoder is None:
-            from mmseq.vocoders import GriffinLimVocoder
-
             vocoder = GriffinLimVocoder(n_mels=model.decoder_postnet.num_mel_bins)
-            dtype = torch.float32  # Griffin-Lim runs in fp32
-        self.vocoder = vocoder.to(device=device, dtype=dtype if isinstance(vocoder, nn.Module) else None).eval()
-        self.vocoder_dtype = dtype
+        # Convolutional vocoders are compute-bound: reduced precision only on CUDA (see set_precision).
+        self.vocoder_dtype = dtype if device.type == "cuda" and not isinstance(vocoder, GriffinLimVocoder) \
+            else torch.float32
+        self.vocoder = vocoder.to(device=device, dtype=self.vocoder_dtype).eval()
 
     def _speak(self, x: Tensor, lengths: Tensor, speaker_embeddings: Any, **kwargs: Any) -> list[np.ndarray]:
         dim = self.model.decoder_prenet.speaker_embedding_dim

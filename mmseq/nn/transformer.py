@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mmseq.nn.attention import KVCache, MultiheadAttention
+from mmseq.nn.linear import Linear
 from mmseq.nn.positional import RelativePositionalEncoding
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}
@@ -28,9 +29,9 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, activation: str = "gelu", activation_dropout: float = 0.0,
                  dropout: float = 0.0):
         super().__init__()
-        self.intermediate_dense = nn.Linear(dim, ffn_dim)
+        self.intermediate_dense = Linear(dim, ffn_dim)
         self.intermediate_dropout = nn.Dropout(activation_dropout)
-        self.output_dense = nn.Linear(ffn_dim, dim)
+        self.output_dense = Linear(ffn_dim, dim)
         self.output_dropout = nn.Dropout(dropout)
         self.activation = ACTIVATIONS[activation]
 

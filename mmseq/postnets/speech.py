@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmseq.nn.linear import Linear
+
 
 @dataclass
 class SpeechOutput:
@@ -45,8 +47,8 @@ class SpeechDecoderPostnet(nn.Module):
                  units: int = 256, kernel: int = 5, dropout: float = 0.5):
         super().__init__()
         self.num_mel_bins, self.reduction_factor = num_mel_bins, reduction_factor
-        self.feat_out = nn.Linear(dim, num_mel_bins * reduction_factor)
-        self.prob_out = nn.Linear(dim, reduction_factor)
+        self.feat_out = Linear(dim, num_mel_bins * reduction_factor)
+        self.prob_out = Linear(dim, reduction_factor)
         self.layers = nn.ModuleList(
             BatchNormConvLayer(num_mel_bins if i == 0 else units, num_mel_bins if i == layers - 1 else units,
                                kernel, dropout, last=i == layers - 1)

@@ -6,13 +6,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.nn.linear import Linear
+
 
 class LMHead(nn.Module):
     """``hidden [B, T, D]`` -> logits ``[B, T, vocab]``; with ``tie_to`` the weight is that embedding's."""
 
     def __init__(self, dim: int, vocab_size: int, tie_to: nn.Embedding | None = None, bias: bool = False):
         super().__init__()
-        self.lm_head = nn.Linear(dim, vocab_size, bias=bias)
+        self.lm_head = Linear(dim, vocab_size, bias=bias)
         if tie_to is not None:
             self.lm_head.weight = tie_to.weight
 
@@ -26,7 +28,7 @@ class CTCHead(nn.Module):
     def __init__(self, dim: int, vocab_size: int, dropout: float = 0.0):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(dim, vocab_size)
+        self.proj = Linear(dim, vocab_size)
 
     def forward(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
         return F.log_softmax(self.proj(self.dropout(hidden)).float(), dim=-1)

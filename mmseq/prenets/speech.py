@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmseq.errors import InputError
+from mmseq.nn.linear import Linear
 from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncoding, SinusoidalPositionalEmbedding,
                                  make_positions)
 
@@ -86,7 +87,7 @@ class FeatureProjection(nn.Module):
     def __init__(self, in_dim: int, dim: int, eps: float, dropout: float):
         super().__init__()
         self.layer_norm = nn.LayerNorm(in_dim, eps=eps)
-        self.projection = nn.Linear(in_dim, dim)
+        self.projection = Linear(in_dim, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -210,12 +211,12 @@ class SpeechDecoderPrenet(nn.Module):
                  max_positions: int = 4000):
         super().__init__()
         self.output_dim, self.num_mel_bins, self.dropout = dim, num_mel_bins, dropout
-        self.layers = nn.ModuleList(nn.Linear(num_mel_bins if i == 0 else units, units) for i in range(layers))
-        self.final_layer = nn.Linear(units, dim)
+        self.layers = nn.ModuleList(Linear(num_mel_bins if i == 0 else units, units) for i in range(layers))
+        self.final_layer = Linear(units, dim)
         self.encode_positions = ScaledPositionalEncoding(dim, positional_dropout, max_positions)
         self.speaker_embedding_dim = speaker_embedding_dim
         if speaker_embedding_dim:
-            self.speaker_embeds_layer = nn.Linear(speaker_embedding_dim + dim, dim)
+            self.speaker_embeds_layer = Linear(speaker_embedding_dim + dim, dim)
         self.generator: torch.Generator | None = None
 
     def _always_on_dropout(self, x: Tensor) -> Tensor:
