@@ -53,6 +53,7 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     enc = encode(model, x, lengths)
     batch, device = enc.memory.shape[0], enc.memory.device
     dtype = enc.memory.dtype  # the decoder's
+    out_dtype = postnet.feat_out.weight.dtype  # the post-net may run in higher precision (set_precision)
     r, n_mels = postnet.reduction_factor, postnet.num_mel_bins
     enc_lengths = (~enc.padding_mask).sum(1)
     max_steps = (enc_lengths.float() * max_len_ratio / r).long().clamp(min=1)
@@ -78,6 +79,7 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
             hidden, _ = prenet(last, None, offset=cache.length,
                                speaker_embeddings=None if spk is None else spk.index_select(0, alive))
             out = model.decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
+            out = out.to(out_dtype)
             new = postnet.frames(out)  # [b, r, n_mels]
             prob = torch.sigmoid(postnet.stop_logits(out))  # [b, r]
             for i, row in enumerate(alive.tolist()):
@@ -92,11 +94,11 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
                 cache.select(keep)
                 enc = enc.__class__(enc.memory.index_select(0, keep), enc.padding_mask.index_select(0, keep))
                 alive, new = alive[keep], new[keep]
-            last = new[:, -1:, :]
+            last = new[:, -1:, :].to(dtype)
     finally:
         prenet.generator = previous_generator
     out_lengths = torch.tensor([m.shape[0] for m in results], device=device)
-    mel = torch.zeros(batch, int(out_lengths.max()), n_mels, device=device, dtype=dtype)
+    mel = torch.zeros(batch, int(out_lengths.max()), n_mels, device=device, dtype=out_dtype)
     for i, m in enumerate(results):
         mel[i, : m.shape[0]] = m
     result = SpeechGenerationOutput(mel, out_lengths)

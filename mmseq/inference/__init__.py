@@ -33,14 +33,17 @@ def set_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) ->
 
     On CUDA the whole model is cast. On the CPU, reduced precision pays off only where decoding streams weights
     (matrix-vector products at small batch); CPUs without native bf16/fp16 matrix units run large bf16 matrix
-    products slower than fp32, so encoders (one large product per layer) stay in fp32 and only the decoder
-    side is cast. Generation casts the encoder output to the decoder's dtype.
+    products slower than fp32, so the encoder (one large product per layer) stays in fp32, and so does the
+    speech post-net (cheap, and its frames feed back into every later step); the decoder pre-net and decoder
+    are cast. Generation converts between the parts' dtypes.
     """
     model = model.to(device=device)
     if dtype == torch.float32 or device.type != "cpu" or not hasattr(model, "decoder"):
         return model.to(dtype=dtype)
-    for part in (model.decoder_prenet, model.decoder, model.decoder_postnet):
-        part.to(dtype=dtype)
+    model.decoder_prenet.to(dtype=dtype)
+    model.decoder.to(dtype=dtype)
+    if not hasattr(model.decoder_postnet, "feat_out"):  # token heads: logits are read, not fed back
+        model.decoder_postnet.to(dtype=dtype)
     return model
 
 

@@ -1,9 +1,10 @@
-"""``nn.Linear`` with a faster path for single-row bf16 inference on the CPU.
+"""``nn.Linear`` with faster paths for bf16 inference on CPUs without native bf16 matrix units.
 
 Incremental decoding at batch 1 multiplies each weight matrix by one vector, which is bound by how fast the
-weights stream from memory. On the CPU, torch's bf16 ``mv`` kernel streams about 1.5x faster than the bf16
-``addmm`` that ``F.linear`` dispatches to for a ``[1, in]`` input (measured in bench/speecht5_vs_transformers.py's
-notes), so one-row bf16 inputs take ``mv``. Everything else, and every parameter name, is ``nn.Linear``'s.
+weights stream from memory: there torch's bf16 ``mv`` kernel streams about 1.5x faster than fp32, while the
+bf16 ``addmm`` that ``F.linear`` dispatches to is no faster than fp32. With many rows (an encoder output
+projected once for cross-attention) the product is compute-bound and CPU bf16 ``addmm`` is several times slower
+than fp32, so the weights are upcast for it. Parameter names and every other case are ``nn.Linear``'s.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from torch import Tensor
 
 class Linear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
-        if (x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() == self.in_features
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+        if (x.dtype != torch.bfloat16 or x.device.type != "cpu"
+                or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+            return F.linear(x, self.weight, self.bias)
+        if x.numel() == self.in_features:  # one row: stream the weights
             y = torch.mv(self.weight, x.reshape(-1))
             if self.bias is not None:
                 y = y + self.bias
             return y.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x.float(), self.weight.float(), bias).to(torch.bfloat16)

@@ -1,0 +1,194 @@
+"""mmseq SpeechT5 against transformers' SpeechT5 on the same base-size (random) weights, in one process.
+
+Reports medians of several runs and ratios (transformers time / mmseq time: > 1 means mmseq is faster):
+  * TTS generation, batch 1 (a fixed number of decoder steps: the stop threshold is out of reach) and a batch
+    of 8 texts of different lengths, fp32; and mmseq with a bf16 decoder against transformers in fp32;
+  * ASR greedy (batch 1) and beam search (beam 5, batch 8);
+  * a training forward+backward (ASR, teacher-forced), with its achieved FLOP/s against a measured matmul peak;
+  * the weight-streaming bound of one batch-1 TTS decoder step: a matrix-vector product through every weight a
+    step reads (speech pre-net, decoder layers, post-net heads).
+Outputs are checked for identity (fp32) and for relative L1 (bf16 mel against fp32 mel).
+
+Usage: python bench/speecht5_vs_transformers.py [--repeats 5] [--steps 60] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import mmseq
+from mmseq.inference import set_precision
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def row(name: str, hf_s: float, ours_s: float, unit_count: int, unit: str, note: str = "") -> None:
+    print(f"| {name} | {1e3 * hf_s / unit_count:.2f} | {1e3 * ours_s / unit_count:.2f} | {hf_s / ours_s:.2f}x | "
+          f"ms/{unit} | {note} |")
+
+
+def decoder_step_bound(model, repeats: int) -> float:
+    """Seconds to stream every weight one TTS decoder step reads through a batch-1 matrix-vector product."""
+    weights = [m.weight for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.startswith(("decoder.", "decoder_prenet.",
+                                                                       "decoder_postnet.feat_out",
+                                                                       "decoder_postnet.prob_out"))]
+    xs = [torch.randn(w.shape[1]) for w in weights]
+
+    def stream():
+        for w, x in zip(weights, xs):
+            torch.mv(w, x)
+
+    return median_time(stream, repeats)
+
+
+def matmul_peak(repeats: int) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048**3 / median_time(lambda: a @ b, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60, help="TTS decoder steps per utterance")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers import SpeechT5Config, SpeechT5ForSpeechToText, SpeechT5ForTextToSpeech
+    from transformers.models.speecht5 import modeling_speecht5
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; median of {args.repeats}")
+    tmp = Path(tempfile.mkdtemp())
+    torch.manual_seed(0)
+    config = SpeechT5Config()  # SpeechT5-base sizes
+    hf_tts = SpeechT5ForTextToSpeech(config).eval()
+    hf_tts.save_pretrained(tmp / "tts")
+    ours_tts = mmseq.load(tmp / "tts").eval()
+    hf_asr = SpeechT5ForSpeechToText(config).eval()
+    with torch.no_grad():  # a peaked LM head: greedy paths must not hinge on float noise
+        hf_asr.speecht5.decoder.prenet.embed_tokens.weight.mul_(20)
+    hf_asr.save_pretrained(tmp / "asr")
+    ours_asr = mmseq.load(tmp / "asr").eval()
+
+    print("\n| case | transformers | mmseq | speed-up | unit | check |\n|---|---|---|---|---|---|")
+    g = torch.Generator().manual_seed(1)
+    # --- TTS ------------------------------------------------------------------------------------------------
+    # The stop threshold is out of reach, so the maximum-length ratio decides every row's length: batch 1 runs
+    # --steps steps; in the batch of 8 the texts differ in length, so the rows' bounds differ (transformers
+    # bounds every row by the padded length, mmseq each row by its own; mmseq's rows must equal the first
+    # frames of transformers').
+    original = modeling_speecht5.SpeechT5SpeechDecoderPrenet._consistent_dropout
+
+    def dropout_off(off: bool) -> None:
+        modeling_speecht5.SpeechT5SpeechDecoderPrenet._consistent_dropout = (lambda self, x, p: x) if off else original
+        ours_tts.decoder_prenet.dropout = 0.0 if off else 0.5
+
+    for batch in (1, 8):
+        text_lens = [40] if batch == 1 else [16 + 6 * i for i in range(batch)]
+        ratio = 2.0 * args.steps / 40 if batch == 1 else 3.0
+        ids = torch.full((batch, max(text_lens)), 1, dtype=torch.long)
+        for i, n in enumerate(text_lens):
+            ids[i, :n] = torch.randint(4, 80, (n,), generator=g)
+        lengths = torch.tensor(text_lens)
+        spk = torch.randn(batch, 512, generator=g)
+
+        def hf_run():
+            with torch.no_grad():
+                return hf_tts.generate_speech(ids, spk, attention_mask=ids.ne(1).long(), threshold=1e9,
+                                              maxlenratio=ratio)
+
+        def ours_run(model=ours_tts):
+            return model.generate_speech(ids, lengths, speaker_embeddings=spk, threshold=1e9, max_len_ratio=ratio)
+
+        dropout_off(True)
+        ref, got = hf_run(), ours_run()
+        ref = ref[None] if batch == 1 else ref
+        diff = max((got.mel[i, :n] - ref[i, :n]).abs().max().item() for i, n in enumerate(got.lengths.tolist()))
+        dropout_off(False)
+        hf_s, ours_s = median_time(hf_run, args.repeats), median_time(ours_run, args.repeats)
+        if batch == 1:
+            row("TTS fp32, batch 1", hf_s, ours_s, args.steps, "step", f"max abs diff {diff:.1e}")
+            tts_step_s = ours_s / args.steps
+            low = set_precision(mmseq.load(tmp / "tts").eval(), torch.bfloat16, torch.device("cpu"))
+            dropout_off(True)
+            low.decoder_prenet.dropout = 0.0
+            fp32_mel = ours_run().mel
+            low_mel = ours_run(low).mel.float()
+            rel_l1 = ((low_mel - fp32_mel).abs().sum() / fp32_mel.abs().sum()).item()
+            dropout_off(False)
+            low.decoder_prenet.dropout = 0.5
+            low_s = median_time(lambda: ours_run(low), args.repeats)
+            row("TTS bf16 decoder (mmseq) vs fp32 (transformers), batch 1", hf_s, low_s, args.steps, "step",
+                f"mel rel. L1 vs fp32 {rel_l1:.1e}")
+        else:
+            frames = int(got.lengths.sum())
+            row(f"TTS fp32, batch {batch}, texts of {min(text_lens)}-{max(text_lens)} chars", hf_s, ours_s, frames,
+                "output frame", f"rows equal transformers' first frames (max abs {diff:.1e}); transformers "
+                f"made {ref.shape[0] * ref.shape[1]} frames, mmseq {frames}")
+
+    # --- ASR -------------------------------------------------------------------------------------------------
+    for batch, beams in ((1, 1), (8, 5)):
+        seconds = 4.0
+        wav = torch.randn(batch, int(16000 * seconds), generator=g) * 0.1
+        new_tokens = 30
+
+        def hf_asr_run():
+            with torch.no_grad():
+                return hf_asr.generate(wav, num_beams=beams, max_new_tokens=new_tokens, do_sample=False)
+
+        def ours_asr_run():
+            return ours_asr.generate(wav, num_beams=beams, max_new_tokens=new_tokens)
+
+        ref, got = hf_asr_run(), ours_asr_run()
+        same = all(r[r.ne(1)].tolist() == o[o.ne(1)].tolist() for r, o in zip(ref, got))
+        hf_s, ours_s = median_time(hf_asr_run, args.repeats), median_time(ours_asr_run, args.repeats)
+        name = "ASR greedy, batch 1" if beams == 1 else f"ASR beam {beams}, batch {batch}"
+        row(name + f" ({seconds:.0f} s audio, {new_tokens} tokens)", hf_s, ours_s, 1, "utterance batch",
+            "same tokens" if same else "tokens differ")
+
+    # --- training forward + backward (ASR, teacher-forced, dropout on) -----------------------------------------
+    batch, samples, target_len = 4, 16000 * 4, 40
+    wav = torch.randn(batch, samples, generator=g) * 0.1
+    dec_in = torch.randint(4, 80, (batch, target_len), generator=g)
+    hf_asr.train()
+    ours_asr.train()
+
+    def hf_train():
+        hf_asr(input_values=wav, decoder_input_ids=dec_in).logits.float().mean().backward()
+
+    def ours_train():
+        ours_asr(wav, None, dec_in, None).outputs.float().mean().backward()
+
+    hf_s, ours_s = median_time(hf_train, args.repeats), median_time(ours_train, args.repeats)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        ours_train()
+    flops = counter.get_total_flops()
+    peak = matmul_peak(args.repeats)
+    row(f"training fwd+bwd, ASR batch {batch} x 4 s", hf_s, ours_s, 1, "batch",
+        f"mmseq {flops / ours_s / 1e9:.0f} GFLOP/s = {flops / ours_s / peak:.0%} of matmul peak "
+        f"{peak / 1e9:.0f} GFLOP/s")
+
+    bound = decoder_step_bound(ours_tts, args.repeats)
+    print(f"\nTTS batch-1 step: mmseq {1e3 * tts_step_s:.2f} ms; weight-streaming bound {1e3 * bound:.2f} ms "
+          f"(ratio {tts_step_s / bound:.2f})")
+
+
+if __name__ == "__main__":
+    main()
