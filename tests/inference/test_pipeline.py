@@ -116,3 +116,15 @@ def test_infer_cli_writes_wavs_and_prints_text(checkpoints, tmp_path, capsys):
     assert main(["infer", "tts", "--model", str(checkpoints["tts"]), "--vocoder", str(checkpoints["vocoder"]),
                  "--out", str(out_dir), "hello world.", "--max-len-ratio", "2"]) == 0
     assert (out_dir / "0000.wav").is_file()
+
+
+def test_silent_and_integer_audio(checkpoints):
+    asr = mmseq.pipeline("asr", checkpoints["asr"], device="cpu")
+    # Silence is valid input: a (possibly empty) transcript comes back, and generation stops at its bound.
+    assert isinstance(asr(np.zeros(8000, dtype=np.float32), sampling_rate=16000, max_new_tokens=5), str)
+    pcm = (tone() * 32767).astype(np.int16)
+    text = asr(pcm, sampling_rate=16000, max_new_tokens=5)
+    assert isinstance(text, str)
+    model = mmseq.load(checkpoints["asr"])
+    with pytest.raises(InputError, match="float tensor"):
+        model.generate(torch.zeros(1, 8000, dtype=torch.int16))
