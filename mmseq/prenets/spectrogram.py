@@ -1,0 +1,87 @@
+"""Spectrogram pre-net: a linear projection of feature frames plus fixed sinusoidal positions (TERA, Mockingjay).
+
+The pre-net maps frames ``[B, T, F]`` (log-mel, fbank, ...) to ``[B, T, D]``. The layer norm and dropout that
+TERA applies after adding positions are *not* here: a post-LN :class:`~mmseq.nn.transformer.TransformerEncoder`
+already normalises its input (``encoder.layer_norm``) and applies input dropout, which is exactly that step.
+
+The position table is the "Attention is all you need" one that s3prl builds with numpy: angle
+``pos / 10000 ** (2 * (i // 2) / D)``, sine at even and cosine at odd dimensions. It is computed in float64 and
+cast, as numpy does, so positions of long inputs agree with s3prl's table to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from mmseq.errors import InputError
+
+
+def sinusoid_position_table(num_positions: int, dim: int) -> Tensor:
+    """Interleaved sin/cos table ``[num_positions, dim]`` (float32, computed in float64).
+
+    Args:
+        num_positions: rows (positions 0 .. num_positions - 1).
+        dim: width; odd widths are allowed (the last dimension is a sine).
+    """
+    position = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    exponent = 2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim
+    angles = position / torch.pow(10000.0, exponent)[None, :]
+    table = torch.empty(num_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles[:, 0::2])
+    table[:, 1::2] = torch.cos(angles[:, 1::2])
+    return table.float()
+
+
+class SpectrogramPrenet(nn.Module):
+    """``Linear(F -> D)`` of every frame plus fixed sinusoidal positions.
+
+    Args:
+        input_dim: feature size F (80 for TERA's log-mel, 240 for its fbank with deltas).
+        dim: output width D (the encoder width).
+        init_positions: rows of the position table built up front; it grows on demand for longer inputs.
+        downsample_rate: input steps per output step. Frames are mapped one to one, so 1 when counted in
+            frames; a model that owns a waveform front-end reports its hop instead.
+
+    Attributes:
+        output_dim: D.
+    """
+
+    def __init__(self, input_dim: int, dim: int, init_positions: int = 3000, downsample_rate: int = 1):
+        super().__init__()
+        self.input_dim, self.output_dim, self.downsample_rate = input_dim, dim, downsample_rate
+        self.projection = nn.Linear(input_dim, dim)
+        # Recomputed, never saved: checkpoints carry no copy of it.
+        self.register_buffer("positions", sinusoid_position_table(init_positions, dim), persistent=False)
+
+    def position_encoding(self, length: int) -> Tensor:
+        """Rows ``[length, D]`` of the position table (grown when needed)."""
+        if length > self.positions.shape[0]:
+            self.positions = sinusoid_position_table(length, self.output_dim).to(self.positions.device)
+        return self.positions[:length]
+
+    def forward(self, frames: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Project frames and add positions.
+
+        Args:
+            frames: ``[B, T, F]`` features, zero-padded past each row's length.
+            lengths: valid frames per row ``[B]``; None means all ``T``.
+
+        Returns:
+            ``(hidden [B, T, D], lengths [B])``.
+        """
+        if frames.dim() != 3 or frames.shape[-1] != self.input_dim:
+            raise InputError(f"spectrogram pre-net expects frames [B, T, {self.input_dim}], "
+                             f"got shape {tuple(frames.shape)}")
+        if lengths is None:
+            lengths = torch.full((frames.shape[0],), frames.shape[1], dtype=torch.long, device=frames.device)
+        hidden = self.projection(frames)
+        return hidden + self.position_encoding(frames.shape[1]).to(hidden.dtype), lengths
+
+    def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
+        """Random frames ``[B, 12, F]`` with one shorter row, and their lengths."""
+        lengths = torch.tensor([12] + [7] * (batch_size - 1))[:batch_size]
+        frames = torch.randn(batch_size, 12, self.input_dim)
+        frames[torch.arange(12)[None, :] >= lengths[:, None]] = 0
+        return frames, lengths
