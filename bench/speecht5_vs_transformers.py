@@ -121,7 +121,11 @@ def main() -> None:
         dropout_off(True)
         ref, got = hf_run(), ours_run()
         ref = ref[None] if batch == 1 else ref
-        diff = max((got.mel[i, :n] - ref[i, :n]).abs().max().item() for i, n in enumerate(got.lengths.tolist()))
+        # In the batch, transformers' rows run on past mmseq's ends, and the 5-layer post-net convolution (21
+        # frames of context) sees those later frames: compare all but each row's last 10 frames there.
+        edge = 0 if batch == 1 else 10
+        diff = max((got.mel[i, : n - edge] - ref[i, : n - edge]).abs().max().item()
+                   for i, n in enumerate(got.lengths.tolist()))
         dropout_off(False)
         hf_s, ours_s = median_time(hf_run, args.repeats), median_time(ours_run, args.repeats)
         if batch == 1:
@@ -141,7 +145,7 @@ def main() -> None:
         else:
             frames = int(got.lengths.sum())
             row(f"TTS fp32, batch {batch}, texts of {min(text_lens)}-{max(text_lens)} chars", hf_s, ours_s, frames,
-                "output frame", f"rows equal transformers' first frames (max abs {diff:.1e}); transformers "
+                "output frame", f"rows equal transformers' first frames but the last 10 (max abs {diff:.1e}); transformers "
                 f"made {ref.shape[0] * ref.shape[1]} frames, mmseq {frames}")
 
     # --- ASR -------------------------------------------------------------------------------------------------
