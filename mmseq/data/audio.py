@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from mmseq.atomic import atomic_file
 from mmseq.errors import InputError
 
 __all__ = ["load_audio", "save_audio", "check_waveform", "audio_info", "resample"]
@@ -232,14 +232,6 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_r
     else:
         data = check_waveform(tensor, name=str(path)).numpy()
     data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, data, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as f:
+        sf.write(f, data, sample_rate, subtype="PCM_16", format="WAV")
     return path

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmseq.data.audio import load_audio
+from mmseq.atomic import atomic_write_text
 from mmseq.errors import InputError, unknown_choice
 
 __all__ = [
@@ -250,15 +250,7 @@ def write_manifest(path: str | os.PathLike, utterances: Sequence[Utterance]) -> 
                 if resolved.is_relative_to(root):
                     obj[name] = resolved.relative_to(root).as_posix()
         lines.append(json.dumps(obj, ensure_ascii=False))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path
 
 

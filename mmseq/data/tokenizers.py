@@ -16,13 +16,13 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 import torch
 
+from mmseq.atomic import atomic_write_bytes
 from mmseq.errors import InputError
 
 __all__ = [
@@ -66,20 +66,6 @@ def _train_sentencepiece(texts: Iterable[str], model_type: str, vocab_size: int,
     except RuntimeError as e:
         raise InputError(f"sentencepiece training failed ({model_type}, vocab_size={vocab_size}): {e}") from None
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _load_processor(model: Path | bytes, what: str) -> spm.SentencePieceProcessor:
@@ -240,8 +226,8 @@ class SpeechT5CharTokenizer:
         """Write ``spm_char.model`` and ``added_tokens.json`` into ``directory``; returns the model path."""
         directory = Path(directory)
         proto = self._proto if self._proto is not None else self._path.read_bytes()
-        _write_atomic(directory / self.model_file_name, proto)
-        _write_atomic(directory / "added_tokens.json", json.dumps(self.added_tokens, indent=1).encode())
+        atomic_write_bytes(directory / self.model_file_name, proto)
+        atomic_write_bytes(directory / "added_tokens.json", json.dumps(self.added_tokens, indent=1).encode())
         return directory / self.model_file_name
 
     def unknown_characters(self, text: str) -> list[str]:
@@ -317,7 +303,7 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the sentencepiece model file to ``path``, atomically."""
         path = Path(path)
-        _write_atomic(path, self._proto if self._proto is not None else self._path.read_bytes())
+        atomic_write_bytes(path, self._proto if self._proto is not None else self._path.read_bytes())
         return path
 
     def unknown_characters(self, text: str) -> list[str]:

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from mmseq.checkpoint import atomic_write_text, register_checkpoint_format, write_directory
+from mmseq.atomic import atomic_write_text
+from mmseq.checkpoint import register_checkpoint_format, write_directory
 from mmseq.errors import CheckpointError
 
 ARCHITECTURES = {"SpeechT5ForSpeechToText": "asr", "SpeechT5ForTextToSpeech": "tts",

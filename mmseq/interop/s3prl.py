@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import uuid
 import warnings
 import zipfile
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmseq.atomic import atomic_file
 from mmseq.checkpoint import register_checkpoint_format
 from mmseq.errors import CheckpointError
 
@@ -270,14 +270,8 @@ def to_s3prl_states(model: torch.nn.Module) -> dict[str, Any]:
 def save_s3prl(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Write ``model`` as an s3prl TERA checkpoint file (atomically: a temporary file, then a rename)."""
     path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        torch.save(to_s3prl_states(model), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path, "wb") as f:
+        torch.save(to_s3prl_states(model), f)
     return path
 
 

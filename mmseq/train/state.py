@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mmseq.checkpoint import atomic_write_text, read_config, write_directory, write_model_files
+from mmseq.atomic import atomic_write_text
+from mmseq.checkpoint import read_config, write_directory, write_model_files
 from mmseq.errors import CheckpointError
 
 STATE_NAME = "trainer_state.pt"
