@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 
 from mmseq.nn.attention import MultiheadAttention
 from mmseq.nn.positional import RelativePositionalEncoding
+from timing import median_time  # bench/timing.py
 
 SHAPES = [  # (batch, length, dim, heads, relative positions)
     (8, 100, 768, 12, False),
@@ -40,16 +39,6 @@ def naive(mha: MultiheadAttention, x, padding_mask, rel):
         scores = scores + torch.einsum("bhtd,tsd->bhts", q, rel)
     scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))
     return mha.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -95,7 +84,7 @@ def main() -> None:
                     torch.cuda.synchronize()
             return step
 
-        ms = {k: 1e3 * timed(fwd_bwd(f), args.repeats) for k, f in runs.items()}
+        ms = {k: 1e3 * median_time(fwd_bwd(f), args.repeats) for k, f in runs.items()}
         print(f"{b:>3} {t:>4} {d:>4} {h:>3} {str(use_rel):>4} | {ms['mmseq']:>9.2f} {ms['naive']:>9.2f} "
               f"{ms['hf']:>9.2f} | {ms['naive'] / ms['mmseq']:>11.2f} {ms['hf'] / ms['mmseq']:>9.2f} | {diff:.1e}")
 

@@ -15,25 +15,14 @@ Usage: python bench/speecht5_vs_transformers.py [--repeats 5] [--steps 60] [--th
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import mmseq
 from mmseq.inference import set_precision
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time  # bench/timing.py
 
 
 def row(name: str, hf_s: float, ours_s: float, unit_count: int, unit: str, note: str = "") -> None:
