@@ -50,12 +50,11 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     if stop_rule not in ("sum", "any"):
         raise InputError(f"stop_rule must be 'sum' or 'any', got {stop_rule!r}")
     prenet, postnet = model.decoder_prenet, model.decoder_postnet
-    enc = encode(model, x, lengths)
+    enc, enc_lengths = encode(model, x, lengths)
     batch, device = enc.memory.shape[0], enc.memory.device
     dtype = enc.memory.dtype  # the decoder's
     out_dtype = postnet.feat_out.weight.dtype  # the post-net may run in higher precision (set_precision)
     r, n_mels = postnet.reduction_factor, postnet.num_mel_bins
-    enc_lengths = (~enc.padding_mask).sum(1)
     max_steps = (enc_lengths.float() * max_len_ratio / r).long().clamp(min=1)
     min_steps = (enc_lengths.float() * min_len_ratio / r).long()
     spk = None
@@ -92,7 +91,7 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
                     frames[row] = []
                 keep = (~stop).nonzero().squeeze(1)
                 cache.select(keep)
-                enc = enc.__class__(enc.memory.index_select(0, keep), enc.padding_mask.index_select(0, keep))
+                enc = enc.select(keep)
                 alive, new = alive[keep], new[keep]
             last = new[:, -1:, :].to(dtype)
     finally:

@@ -16,21 +16,26 @@ from mmseq.nn.backbone import EncoderDecoderModel, lengths_to_padding_mask
 @dataclass
 class Encoded:
     memory: Tensor  # [B, S, D]
-    padding_mask: Tensor  # [B, S]
+    padding_mask: Tensor | None  # [B, S]; None when no row is padded (attention then needs no mask)
 
     def select(self, index: Tensor) -> Encoded:
-        return Encoded(self.memory.index_select(0, index), self.padding_mask.index_select(0, index))
+        mask = None if self.padding_mask is None else self.padding_mask.index_select(0, index)
+        return Encoded(self.memory.index_select(0, index), mask)
+
+
+def _mask_if_padded(lengths: Tensor, max_length: int) -> Tensor | None:
+    return None if bool((lengths == max_length).all()) else lengths_to_padding_mask(lengths, max_length)
 
 
 def decoder_dtype(model: EncoderDecoderModel) -> torch.dtype:
     return next(model.decoder.parameters()).dtype
 
 
-def encode(model: EncoderDecoderModel, x, lengths: Tensor | None) -> Encoded:
+def encode(model: EncoderDecoderModel, x, lengths: Tensor | None) -> tuple[Encoded, Tensor]:
     """Encoder output in the decoder's dtype (the two may differ: see ``mmseq.inference.set_precision``)."""
     out, enc_lengths = model.encode(x, lengths)
     memory = out.last_hidden_state.to(decoder_dtype(model))
-    return Encoded(memory, lengths_to_padding_mask(enc_lengths, memory.shape[1]))
+    return Encoded(memory, _mask_if_padded(enc_lengths, memory.shape[1])), enc_lengths
 
 
 def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
@@ -46,7 +51,7 @@ def greedy_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, 
                   start_id: int = 2, eos_id: int = 2, pad_id: int = 1) -> Tensor:
     """Greedy decoding. Returns ``[B, L]`` token ids starting with ``start_id``, padded with ``pad_id``; each
     row ends with ``eos_id`` unless it hit ``max_new_tokens``."""
-    enc = encode(model, x, lengths)
+    enc, _ = encode(model, x, lengths)
     batch = enc.memory.shape[0]
     device = enc.memory.device
     cache = model.decoder.new_cache()
@@ -88,7 +93,7 @@ def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
 
     out, enc_lengths = model.encode(x, lengths)
     memory = out.last_hidden_state
-    enc = Encoded(memory.to(decoder_dtype(model)), lengths_to_padding_mask(enc_lengths, memory.shape[1]))
+    enc = Encoded(memory.to(decoder_dtype(model)), _mask_if_padded(enc_lengths, memory.shape[1]))
     batch, k = enc.memory.shape[0], num_beams
     device = enc.memory.device
     scorer = None

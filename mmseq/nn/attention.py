@@ -141,6 +141,8 @@ class MultiheadAttention(nn.Module):
                 cache.set(k, v)
         s = k.shape[2]
 
+        if is_causal and t == 1 and key_value is None:
+            is_causal = False  # one query at the newest position may see every key: nothing to mask
         bias = attn_bias
         if rel_pos_key is not None:
             # (q * scale) . r[t, s] for every head: [B, H, T, D] x [T, S, D] -> [B, H, T, S]
