@@ -36,9 +36,9 @@ class _Pipeline:
 
     def _waveforms(self, inputs: Sequence[Any], sampling_rate: int | None) -> tuple[Tensor, Tensor]:
         waves = [load_waveform(x, sampling_rate, SAMPLE_RATE, f"input {i}") for i, x in enumerate(inputs)]
-        field = self.model.encoder_prenet.feature_encoder.receptive_field if hasattr(
-            self.model, "encoder_prenet") else self.model.prenet.feature_encoder.receptive_field
-        wav, lengths = pad_waveforms(waves, field)
+        # Checked here too (the pre-net checks its batch) so the error names the input.
+        prenet = getattr(self.model, "encoder_prenet", None) or self.model.prenet
+        wav, lengths = pad_waveforms(waves, prenet.receptive_field)
         return wav.to(self.device, self.input_dtype), lengths.to(self.device)
 
     def _chunks(self, items: list, batch_size: int):
@@ -94,9 +94,12 @@ class _SpeechOutputPipeline(_Pipeline):
             else torch.float32
         self.vocoder = vocoder.to(device=device, dtype=self.vocoder_dtype).eval()
 
-    def _speak(self, x: Tensor, lengths: Tensor, speaker_embeddings: Any, **kwargs: Any) -> list[np.ndarray]:
+    def _speaker_rows(self, speaker_embeddings: Any, count: int) -> Tensor | None:
+        """One x-vector row per input (``[count, dim]``), from a shared or per-input array / ``.npy`` path."""
         dim = self.model.decoder_prenet.speaker_embedding_dim
-        spk = load_speaker_embeddings(speaker_embeddings, dim, x.shape[0], self.dtype, self.device)
+        return load_speaker_embeddings(speaker_embeddings, dim, count, self.dtype, self.device)
+
+    def _speak(self, x: Tensor, lengths: Tensor, spk: Tensor | None, **kwargs: Any) -> list[np.ndarray]:
         out = self.model.generate_speech(x, lengths, speaker_embeddings=spk, **kwargs)
         wav = self.vocoder(out.mel.to(self.vocoder_dtype))
         step = self.vocoder.samples_per_frame
@@ -118,15 +121,14 @@ class TextToSpeechPipeline(_SpeechOutputPipeline):
             for piece in split_text(text, max_chars):
                 pieces.append(piece)
                 owner.append(i)
-        spk = speaker_embeddings
+        spk = self._speaker_rows(speaker_embeddings, len(texts))
         audio: list[list[np.ndarray]] = [[] for _ in texts]
         with torch.inference_mode():
             for start in range(0, len(pieces), batch_size):
                 chunk = pieces[start : start + batch_size]
                 ids, lengths = self.tokenizer.batch_encode(chunk, strict=True)
-                chunk_spk = spk
-                if spk is not None and not isinstance(spk, (str,)) and np.ndim(np.asarray(spk)) == 2:
-                    chunk_spk = np.asarray(spk)[[owner[j] for j in range(start, start + len(chunk))]]
+                rows = torch.tensor(owner[start : start + len(chunk)], device=self.device)
+                chunk_spk = None if spk is None else spk.index_select(0, rows)
                 for j, wav in enumerate(self._speak(ids.to(self.device), lengths.to(self.device), chunk_spk,
                                                     **generate_kwargs)):
                     audio[owner[start + j]].append(wav)
@@ -140,12 +142,13 @@ class SpeechToSpeechPipeline(_SpeechOutputPipeline):
     def __call__(self, inputs: Any, sampling_rate: int | None = None, speaker_embeddings: Any = None,
                  batch_size: int = 8, **generate_kwargs: Any):
         items = list(inputs) if is_batch(inputs) else [inputs]
+        spk = self._speaker_rows(speaker_embeddings, len(items))
         results = []
         with torch.inference_mode():
             for start in range(0, len(items), batch_size):
                 wav, lengths = self._waveforms(items[start : start + batch_size], sampling_rate)
-                results += [(w, SAMPLE_RATE) for w in self._speak(wav, lengths, speaker_embeddings,
-                                                                  **generate_kwargs)]
+                chunk_spk = None if spk is None else spk[start : start + batch_size]
+                results += [(w, SAMPLE_RATE) for w in self._speak(wav, lengths, chunk_spk, **generate_kwargs)]
         return results if is_batch(inputs) else results[0]
 
 

@@ -174,7 +174,7 @@ def export_hf_speecht5(model: nn.Module, directory: str | Path) -> Path:
     def write(tmp: Path) -> None:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer = getattr(model, "tokenizer", None)
-        if tokenizer is not None and hasattr(tokenizer, "save"):
+        if tokenizer is not None:
             tokenizer.save(tmp)
         atomic_write_text(tmp / "config.json", hf_config.to_json_string())
 

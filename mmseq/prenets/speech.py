@@ -149,6 +149,11 @@ class SpeechEncoderPrenet(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return self.feature_encoder.output_lengths(lengths)
 
+    @property
+    def receptive_field(self) -> int:
+        """Fewest input samples that give one output step."""
+        return self.feature_encoder.receptive_field
+
     def forward(self, wav: Tensor, lengths: Tensor | None = None,
                 time_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``wav [B, S]`` float, ``lengths [B]`` in samples -> ``([B, T, D], lengths [B])``.
@@ -162,9 +167,9 @@ class SpeechEncoderPrenet(nn.Module):
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
         short = int(lengths.min())
-        if short < self.feature_encoder.receptive_field:
+        if short < self.receptive_field:
             raise InputError(f"audio of {short} samples is shorter than the encoder's receptive field "
-                             f"({self.feature_encoder.receptive_field} samples)")
+                             f"({self.receptive_field} samples)")
         x = self.feature_projection(self.feature_encoder(wav, lengths).transpose(1, 2))
         out_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
         padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]

@@ -128,3 +128,19 @@ def test_silent_and_integer_audio(checkpoints):
     model = mmseq.load(checkpoints["asr"])
     with pytest.raises(InputError, match="float tensor"):
         model.generate(torch.zeros(1, 8000, dtype=torch.int16))
+
+
+def test_per_input_speaker_embeddings_follow_their_inputs_across_batches(checkpoints):
+    vc = mmseq.pipeline("vc", checkpoints["vc"], vocoder=checkpoints["vocoder"], device="cpu")
+    spk = np.stack([np.ones(8), -np.ones(8), np.arange(8.0)]).astype(np.float32)
+    inputs = [tone(), tone(hz=300), tone(hz=500)]
+    batched = vc(inputs, sampling_rate=16000, speaker_embeddings=spk, batch_size=2, max_len_ratio=1.0)
+    for i in range(3):
+        alone, _ = vc(inputs[i], sampling_rate=16000, speaker_embeddings=spk[i], max_len_ratio=1.0)
+        np.testing.assert_allclose(batched[i][0], alone, atol=1e-4)
+    tts = mmseq.pipeline("tts", checkpoints["tts"], vocoder=checkpoints["vocoder"], device="cpu")
+    texts = ["hello world.", "turn on the lights."]
+    both = tts(texts, speaker_embeddings=spk[:2], batch_size=1, max_len_ratio=2.0)
+    for i in range(2):
+        alone, _ = tts(texts[i], speaker_embeddings=spk[i], max_len_ratio=2.0)
+        np.testing.assert_allclose(both[i][0], alone, atol=1e-4)
