@@ -106,6 +106,8 @@ def test_vc_and_sid(checkpoints):
 def test_unknown_task_and_dtype():
     with pytest.raises(ConfigError, match="unknown task 'asrr'.*Did you mean 'asr'"):
         mmseq.pipeline("asrr", model=None)
+    with pytest.raises(ConfigError, match="unknown dtype 'fp8'"):
+        mmseq.pipeline("asr", model=None, dtype="fp8")
 
 
 def test_infer_cli_writes_wavs_and_prints_text(checkpoints, tmp_path, capsys):
