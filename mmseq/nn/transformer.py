@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mmseq.nn.attention import KVCache, MultiheadAttention
+from mmseq.nn.incremental import FusedDecoderWeights, compute_dtype, cross_keys_values, decode_step
 from mmseq.nn.linear import Linear
 from mmseq.nn.positional import RelativePositionalEncoding
 
@@ -180,11 +181,16 @@ class TransformerDecoderLayer(nn.Module):
 
 
 class DecoderCache:
-    """Per-layer self- and cross-attention caches plus the number of steps decoded so far."""
+    """Per-layer self- and cross-attention caches plus the number of steps decoded so far.
+
+    It also keeps the decoder's weights fused for one-step decoding (:mod:`mmseq.nn.incremental`), built on
+    first use: a cache lives for one generation call, so the copy never outlives a change of the weights.
+    """
 
     def __init__(self, num_layers: int):
         self.self_attn = [KVCache() for _ in range(num_layers)]
         self.cross_attn = [KVCache() for _ in range(num_layers)]
+        self.fused: FusedDecoderWeights | None = None
 
     @property
     def length(self) -> int:
@@ -234,6 +240,9 @@ class TransformerDecoder(nn.Module):
             memory_padding_mask: ``[B, S]``, True at padded encoder steps.
             cache: incremental-decoding state, updated in place.
         """
+        if (cache is not None and x.shape[1] == 1 and padding_mask is None and not self.training
+                and not torch.is_grad_enabled() and not output_hidden_states and not output_attentions):
+            return DecoderOutput(self._step(x[:, 0], memory, memory_padding_mask, cache)[:, None])
         hidden = [x] if output_hidden_states else []
         attentions = []
         keep = _layerdrop_keep(len(self.layers), self.layerdrop if cache is None else 0.0, self.training)
@@ -259,3 +268,16 @@ class TransformerDecoder(nn.Module):
             if output_hidden_states:
                 hidden[-1] = x
         return DecoderOutput(x, hidden, attentions)
+
+    def _step(self, x: Tensor, memory: Tensor | None, memory_padding_mask: Tensor | None,
+              cache: DecoderCache) -> Tensor:
+        """One new position ``x [B, D]`` through every layer on the fused path; returns ``[B, D]`` in x's dtype."""
+        weight_dtype = self.layers[0].self_attn.q_proj.weight.dtype
+        dtype = compute_dtype(x, weight_dtype)
+        if cache.fused is None or cache.fused.dtype != dtype:
+            cache.fused = FusedDecoderWeights(self, dtype)
+        if memory is not None and cache.cross_attn[0].keys is None:
+            for kv_cache, (k, v) in zip(cache.cross_attn, cross_keys_values(self, memory, dtype)):
+                kv_cache.set(k, v)
+        cross = None if memory is None else cache.cross_attn
+        return decode_step(cache.fused, x.to(dtype), cache.self_attn, cross, memory_padding_mask).to(x.dtype)

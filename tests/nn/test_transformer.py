@@ -20,6 +20,70 @@ def test_decoder_cache_steps_equal_full_causal_forward(norm_first):
     assert cache.length == 12
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch, padded, with_memory", [(1, False, True), (2, True, True), (3, False, False)])
+def test_fused_one_step_path_equals_module_path(norm_first, batch, padded, with_memory):
+    # Without gradients, eval-mode single steps take mmseq.nn.incremental's fused path; with gradients enabled
+    # the same calls take the module path. Both must equal the full causal forward.
+    torch.manual_seed(0)
+    spec = LayerSpec(32, 4, 64, norm_first=norm_first)
+    dec = TransformerDecoder(spec, 3, encoder_dim=24).eval()
+    x, memory = torch.randn(batch, 10, 32), torch.randn(batch, 9, 24) if with_memory else None
+    memory_pad = lengths_to_padding_mask(torch.tensor([9, 6, 4][:batch])) if padded else None
+    full = dec(x, None, memory, memory_pad).last_hidden_state
+
+    def steps(cache):
+        return torch.cat([dec(x[:, i : i + 1], None, memory, memory_pad, cache=cache).last_hidden_state
+                          for i in range(10)], 1)
+
+    module_cache, fused_cache = dec.new_cache(), dec.new_cache()
+    module_steps = steps(module_cache)
+    with torch.no_grad():
+        fused_steps = steps(fused_cache)
+    assert module_cache.fused is None and fused_cache.fused is not None  # each call took the path it should
+    torch.testing.assert_close(fused_steps, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(module_steps, full, atol=1e-5, rtol=1e-5)
+    assert fused_cache.length == 10
+
+
+def test_fused_path_reorders_rows_and_sees_new_weights_in_a_new_cache():
+    torch.manual_seed(0)
+    dec = TransformerDecoder(LayerSpec(16, 2, 32), 2, encoder_dim=16).eval()
+    x, memory = torch.randn(3, 4, 16), torch.randn(3, 5, 16)
+    with torch.no_grad():
+        cache = dec.new_cache()
+        for i in range(3):
+            dec(x[:, i : i + 1], None, memory, None, cache=cache)
+        cache.select(torch.tensor([2, 0]))  # rows leave and reorder between steps
+        last = dec(x[[2, 0], 3:4], None, memory[[2, 0]], None, cache=cache).last_hidden_state
+        full = dec(x[[2, 0]], None, memory[[2, 0]]).last_hidden_state
+        torch.testing.assert_close(last[:, 0], full[:, 3], atol=1e-5, rtol=1e-5)
+        dec.layers[0].self_attn.q_proj.weight.mul_(2)  # a later generation call must use the changed weights
+        fresh = dec.new_cache()
+        steps = [dec(x[:, i : i + 1], None, memory, None, cache=fresh).last_hidden_state for i in range(4)]
+        torch.testing.assert_close(torch.cat(steps, 1), dec(x, None, memory).last_hidden_state, atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_fused_path_keeps_reduced_precision_weights_closer_to_fp32_than_the_module_path():
+    # On a CPU a bf16 decoder's fused path computes activations in fp32 and only the weight products in bf16.
+    torch.manual_seed(0)
+    dec = TransformerDecoder(LayerSpec(64, 4, 128), 3, encoder_dim=64).eval()
+    x, memory = torch.randn(1, 12, 64), torch.randn(1, 9, 64)
+    with torch.no_grad():
+        ref = dec(x, None, memory).last_hidden_state
+        low = TransformerDecoder(LayerSpec(64, 4, 128), 3, encoder_dim=64).eval()
+        low.load_state_dict(dec.state_dict())
+        low.to(torch.bfloat16)
+        cache = low.new_cache()
+        fused = torch.cat([low(x[:, i : i + 1].bfloat16(), None, memory.bfloat16(), None, cache=cache)
+                           .last_hidden_state for i in range(12)], 1)
+        module = low(x.bfloat16(), None, memory.bfloat16()).last_hidden_state
+    assert fused.dtype == torch.bfloat16
+    fused_err, module_err = (fused.float() - ref).abs().mean(), (module.float() - ref).abs().mean()
+    assert fused_err < 0.05 and fused_err < module_err
+
+
 @pytest.mark.parametrize("name", ["text_transformer_tiny", "text_transformer_tiny_preln"])
 def test_model_incremental_decoding_equals_teacher_forcing(name):
     torch.manual_seed(0)
