@@ -107,8 +107,12 @@ def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
         width = pre_beam or max(2, int(1.5 * k))
     else:
         width = 2 * k  # the best 2k of all k*V continuations are among each beam's best 2k
-    enc = enc.select(torch.arange(batch, device=device).repeat_interleave(k))
+    # Cross-attention keys/values once per utterance, then repeated for its k beams.
     cache = model.decoder.new_cache()
+    model.decoder.fill_cross_cache(cache, enc.memory)
+    per_beam = torch.arange(batch, device=device).repeat_interleave(k)
+    cache.select(per_beam)
+    enc = enc.select(per_beam)
     # Only the first beam of each row is live at the start, so the k beams do not start as copies.
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0

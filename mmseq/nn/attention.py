@@ -133,8 +133,8 @@ class MultiheadAttention(nn.Module):
             if cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)
-        elif cache is not None and cache.keys is not None:  # cross-attention, cached
-            k, v = cache.keys, cache.values
+        elif cache is not None and cache.keys is not None:  # cross-attention, cached (maybe by the fused path)
+            k, v = cache.keys.to(q.dtype), cache.values.to(q.dtype)
         else:
             k, v = self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value))
             if cache is not None:

@@ -269,15 +269,23 @@ class TransformerDecoder(nn.Module):
                 hidden[-1] = x
         return DecoderOutput(x, hidden, attentions)
 
+    def fill_cross_cache(self, cache: DecoderCache, memory: Tensor) -> None:
+        """Compute every layer's cross-attention keys and values from ``memory [B, S, D_enc]`` into ``cache``.
+
+        Decoding does this on its first step; beam search calls it on the B distinct encoder outputs and then
+        repeats the cache rows per beam (``cache.select``), so the projections run once per utterance.
+        """
+        dtype = compute_dtype(memory, self.layers[0].self_attn.q_proj.weight.dtype)
+        for kv_cache, (k, v) in zip(cache.cross_attn, cross_keys_values(self, memory, dtype)):
+            kv_cache.set(k, v)
+
     def _step(self, x: Tensor, memory: Tensor | None, memory_padding_mask: Tensor | None,
               cache: DecoderCache) -> Tensor:
         """One new position ``x [B, D]`` through every layer on the fused path; returns ``[B, D]`` in x's dtype."""
-        weight_dtype = self.layers[0].self_attn.q_proj.weight.dtype
-        dtype = compute_dtype(x, weight_dtype)
+        dtype = compute_dtype(x, self.layers[0].self_attn.q_proj.weight.dtype)
         if cache.fused is None or cache.fused.dtype != dtype:
             cache.fused = FusedDecoderWeights(self, dtype)
         if memory is not None and cache.cross_attn[0].keys is None:
-            for kv_cache, (k, v) in zip(cache.cross_attn, cross_keys_values(self, memory, dtype)):
-                kv_cache.set(k, v)
+            self.fill_cross_cache(cache, memory)
         cross = None if memory is None else cache.cross_attn
         return decode_step(cache.fused, x.to(dtype), cache.self_attn, cross, memory_padding_mask).to(x.dtype)
