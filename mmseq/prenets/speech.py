@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmseq.errors import InputError
+from mmseq.nn.conv import conv1d_time_major
 from mmseq.nn.linear import Linear
 from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncoding, SinusoidalPositionalEmbedding,
                                  make_positions)
@@ -34,8 +35,11 @@ class ConvLayer(nn.Module):
         self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if group_norm else None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``x [B, C, S]``; ``lengths`` = valid output steps per row (normalisation statistics use only those,
-        so a padded row gets the values it would get alone)."""
+        """Layers with a normalisation (the first): ``x [B, C, S]`` -> ``[B, C_out, T]``; ``lengths`` = valid
+        output steps per row (the statistics use only those, so a padded row gets the values it would get alone).
+        The others are time-major: ``[B, S, C]`` -> ``[B, T, C_out]`` (see :mod:`mmseq.nn.conv`)."""
+        if self.layer_norm is None:
+            return F.gelu(conv1d_time_major(x, self.conv.weight, self.conv.bias, self.conv.stride[0]))
         x = self.conv(x)
         if self.layer_norm is not None:
             if lengths is None or bool((lengths == x.shape[-1]).all()):
@@ -74,13 +78,18 @@ class FeatureEncoder(nn.Module):
         return field
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``wav [B, S]``; ``lengths [B]`` in samples (None: no padding)."""
+        """``wav [B, S]``; ``lengths [B]`` in samples (None: no padding) -> time-major ``[B, T, C]``.
+
+        The first layer (one input channel, per-channel normalisation over time) runs channel-major; the rest
+        run time-major as matrix products, which is faster on CPUs in both directions (``mmseq.nn.conv``)."""
         x = wav[:, None, :]
-        for layer, k, s in zip(self.conv_layers, self.kernels, self.strides):
+        for i, (layer, k, s) in enumerate(zip(self.conv_layers, self.kernels, self.strides)):
             if lengths is not None:
                 lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
             x = layer(x, lengths)
-        return x
+            if i == 0:
+                x = x.transpose(1, 2)
+        return x.contiguous()
 
 
 class FeatureProjection(nn.Module):
@@ -170,7 +179,7 @@ class SpeechEncoderPrenet(nn.Module):
         if short < self.receptive_field:
             raise InputError(f"audio of {short} samples is shorter than the encoder's receptive field "
                              f"({self.receptive_field} samples)")
-        x = self.feature_projection(self.feature_encoder(wav, lengths).transpose(1, 2))
+        x = self.feature_projection(self.feature_encoder(wav, lengths))
         out_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
         padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
         if bool(padding.any()):

@@ -138,3 +138,4 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
         out.square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
+
