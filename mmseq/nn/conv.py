@@ -17,11 +17,17 @@ import torch
 from torch import Tensor
 
 
-def _windows(x: Tensor, kernel: int, stride: int) -> Tensor:
-    """``x [B, T, C]`` -> overlapping windows ``[B, T_out, kernel * C]`` (a view)."""
+def _tap_groups(x: Tensor, kernel: int, stride: int, t_out: int) -> list[tuple[int, int, Tensor]]:
+    """The windows of ``x [B, T, C]`` split into groups of at most ``stride`` taps: ``(first tap, taps, view
+    [B, T_out, taps * C])``. Within a group consecutive windows do not overlap (row stride ``stride * C`` >=
+    row width), which is a layout matrix-product kernels read in place; whole windows would need a copy."""
     b, t, c = x.shape
-    t_out = (t - kernel) // stride + 1
-    return x.as_strided((b, t_out, kernel * c), (t * c, stride * c, 1), x.storage_offset())
+    groups = []
+    for first in range(0, kernel, stride):
+        taps = min(stride, kernel - first)
+        view = x.as_strided((b, t_out, taps * c), (t * c, stride * c, 1), x.storage_offset() + first * c)
+        groups.append((first, taps, view))
+    return groups
 
 
 class _TimeMajorConv1d(torch.autograd.Function):
@@ -29,14 +35,17 @@ class _TimeMajorConv1d(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
         c_out, c_in, kernel = weight.shape
         x = x.contiguous()
+        t_out = (x.shape[1] - kernel) // stride + 1
         w = weight.permute(0, 2, 1).reshape(c_out, kernel * c_in)  # [C_out, k * C]: tap-major like the windows
-        windows = _windows(x, kernel, stride)
-        y = x.new_empty(x.shape[0], windows.shape[1], c_out)
-        for row in range(x.shape[0]):  # a 2-d product per row reads the strided windows in place
-            if bias is None:
-                torch.mm(windows[row], w.t(), out=y[row])
-            else:
-                torch.addmm(bias, windows[row], w.t(), out=y[row])
+        y = x.new_empty(x.shape[0], t_out, c_out)
+        for row in range(x.shape[0]):  # 2-d products read the strided windows in place
+            for i, (first, taps, view) in enumerate(_tap_groups(x, kernel, stride, t_out)):
+                w_group = w[:, first * c_in : (first + taps) * c_in].t()
+                if i == 0:
+                    torch.mm(view[row], w_group, out=y[row]) if bias is None else torch.addmm(
+                        bias, view[row], w_group, out=y[row])
+                else:
+                    y[row].addmm_(view[row], w_group)
         ctx.save_for_backward(x, w)
         ctx.stride, ctx.kernel, ctx.has_bias = stride, kernel, bias is not None
         return y
@@ -45,23 +54,23 @@ class _TimeMajorConv1d(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor):
         x, w = ctx.saved_tensors
         stride, kernel = ctx.stride, ctx.kernel
-        b, t, c = x.shape
-        c_out = w.shape[0]
+        b, _, c = x.shape
         grad_y = grad_y.contiguous()
         t_out = grad_y.shape[1]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_windows = torch.mm(grad_y.view(b * t_out, c_out), w).view(b, t_out, kernel, c)
-            grad_x = x.new_zeros(b, t, c)
-            span = stride * (t_out - 1) + 1
-            for tap in range(kernel):  # window tap i of output t is input step stride * t + i
-                grad_x[:, tap : tap + span : stride] += grad_windows[:, :, tap]
+            grad_x = torch.zeros_like(x)
+            groups = _tap_groups(grad_x, kernel, stride, t_out)
+            for row in range(b):
+                for first, taps, view in groups:  # input step stride * t + i gets tap i of output t
+                    view[row].addmm_(grad_y[row], w[:, first * c : (first + taps) * c])
         if ctx.needs_input_grad[1]:
-            windows = _windows(x, kernel, stride)
-            grad_wm = torch.mm(grad_y[0].t(), windows[0])
-            for row in range(1, b):
-                grad_wm.addmm_(grad_y[row].t(), windows[row])
-            grad_w = grad_wm.view(c_out, kernel, c).permute(0, 2, 1)
+            grad_wm = w.new_zeros(w.shape)
+            for first, taps, view in _tap_groups(x, kernel, stride, t_out):
+                part = grad_wm[:, first * c : (first + taps) * c]
+                for row in range(b):
+                    part.addmm_(grad_y[row].t(), view[row])
+            grad_w = grad_wm.view(-1, kernel, c).permute(0, 2, 1)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum((0, 1))
         return grad_x, grad_w, grad_b, None

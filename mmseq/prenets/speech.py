@@ -35,23 +35,49 @@ class ConvLayer(nn.Module):
         self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if group_norm else None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Layers with a normalisation (the first): ``x [B, C, S]`` -> ``[B, C_out, T]``; ``lengths`` = valid
-        output steps per row (the statistics use only those, so a padded row gets the values it would get alone).
-        The others are time-major: ``[B, S, C]`` -> ``[B, T, C_out]`` (see :mod:`mmseq.nn.conv`)."""
-        if self.layer_norm is None:
-            return F.gelu(conv1d_time_major(x, self.conv.weight, self.conv.bias, self.conv.stride[0]))
-        x = self.conv(x)
-        if self.layer_norm is not None:
-            if lengths is None or bool((lengths == x.shape[-1]).all()):
-                x = self.layer_norm(x)
+        """Time-major ``x [B, S, C_in]`` -> ``[B, T, C_out]`` (see :mod:`mmseq.nn.conv`); ``lengths`` = valid
+        output steps per row: the normalisation statistics use only those, so a padded row gets the values it
+        would get alone."""
+        if self.layer_norm is not None and x.shape[2] == 1:
+            return F.gelu(self._normalised_from_waveform(x[:, :, 0], lengths))
+        x = conv1d_time_major(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
+        norm = self.layer_norm
+        if norm is not None:
+            if lengths is None or bool((lengths == x.shape[1]).all()):
+                var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
             else:
-                valid = (torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None])[:, None, :]
+                valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[:, :, None]
                 count = lengths[:, None, None].to(x.dtype)
-                mean = (x * valid).sum(-1, keepdim=True) / count
-                var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
-                norm = self.layer_norm
-                x = (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
+                mean = (x * valid).sum(1, keepdim=True) / count
+                var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / count
+            x = torch.addcmul(norm.bias, x - mean, norm.weight * torch.rsqrt(var + norm.eps))
         return F.gelu(x)
+
+    def _normalised_from_waveform(self, wav: Tensor, lengths: Tensor | None) -> Tensor:
+        """Convolution + per-channel normalisation of a one-channel input as one product per row.
+
+        The convolution is linear in the input windows ``u`` (``k`` samples each), so a channel's mean over
+        time is ``w . mean(u)`` and its variance ``w^T cov(u) w``, with ``cov(u)`` a ``k x k`` matrix. The
+        normalisation folds into per-row weights ``w * scale`` and a shift, and the ``[T, C_out]`` output is
+        written once, instead of computed and then read twice more for its statistics and normalisation.
+        """
+        norm, conv = self.layer_norm, self.conv
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        batch, samples = wav.shape
+        steps = (samples - kernel) // stride + 1
+        wav = wav.contiguous()
+        windows = wav.as_strided((batch, steps, kernel), (samples, stride, 1), wav.storage_offset()).contiguous()
+        weight = conv.weight[:, 0, :]  # [C_out, k]
+        folded, shift = [], []
+        for row in range(batch):
+            valid = windows[row, : steps if lengths is None else int(lengths[row])]
+            mean = valid.mean(0)
+            centred = valid - mean
+            cov = centred.t() @ centred / valid.shape[0]
+            var = ((weight @ cov) * weight).sum(1)
+            folded.append(weight * (norm.weight * torch.rsqrt(var + norm.eps))[:, None])
+            shift.append(norm.bias - folded[-1] @ mean)  # a conv bias would cancel with the channel mean
+        return torch.baddbmm(torch.stack(shift)[:, None, :], windows, torch.stack(folded).transpose(1, 2))
 
 
 class FeatureEncoder(nn.Module):
@@ -80,16 +106,14 @@ class FeatureEncoder(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``wav [B, S]``; ``lengths [B]`` in samples (None: no padding) -> time-major ``[B, T, C]``.
 
-        The first layer (one input channel, per-channel normalisation over time) runs channel-major; the rest
-        run time-major as matrix products, which is faster on CPUs in both directions (``mmseq.nn.conv``)."""
-        x = wav[:, None, :]
-        for i, (layer, k, s) in enumerate(zip(self.conv_layers, self.kernels, self.strides)):
+        Every layer runs time-major as matrix products, which on CPUs is faster than the native convolution in
+        both directions and needs no transpose before the projection (``mmseq.nn.conv``)."""
+        x = wav[:, :, None]
+        for layer, k, s in zip(self.conv_layers, self.kernels, self.strides):
             if lengths is not None:
                 lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
             x = layer(x, lengths)
-            if i == 0:
-                x = x.transpose(1, 2)
-        return x.contiguous()
+        return x
 
 
 class FeatureProjection(nn.Module):
