@@ -41,14 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)  # train, eval
     add_data(sub)  # data ...
     add_infer(sub)  # infer
-    p = sub.add_parser("bench", help="run a benchmark (no benchmarks registered yet; see bench/)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(run=lambda args: _no_tasks("bench"))
     return parser
-
-
-def _no_tasks(command: str) -> int:
-    raise MmseqError(f"'mmseq {command}' has no tasks registered in this version of mmseq")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
