@@ -59,6 +59,40 @@ def test_asr_encoder_states_and_decoder_logits(tmp_path, shape, fmt):
         assert_close(ours(wav[:, :3000], None, dec_in[:, :3], None).outputs, full)
 
 
+def test_asr_training_gradients_equal_transformers(tmp_path):
+    # mmseq's feature encoder runs its convolutions as time-major matrix products with hand-written backward
+    # (mmseq.nn.conv) and folds the first layer's GroupNorm into its weights: the gradients of every parameter
+    # must still be transformers'. Eval mode keeps dropout and SpecAugment out; gradients flow as in training.
+    hf = save_hf(transformers.SpeechT5ForSpeechToText, hf_config(), tmp_path)
+    ours = mmseq.load(tmp_path / "hf").eval()
+    wav = speech_batch()[0][:, :3000]
+    dec_in = torch.tensor([[2, 10, 11, 12, 13], [2, 20, 21, 22, 23], [2, 30, 31, 32, 33]])
+    weights = torch.randn(3, 5, 81, generator=torch.Generator().manual_seed(1))
+    (hf(input_values=wav, decoder_input_ids=dec_in).logits * weights).sum().backward()
+    (ours(wav, None, dec_in, None).outputs * weights).sum().backward()
+    hf_grads = {k: v.grad for k, v in hf.named_parameters() if v.grad is not None}
+    ours_grads = dict(ours.named_parameters())
+    pairs = [("speecht5.encoder.prenet.feature_encoder.conv_layers.0.conv.weight",
+              "encoder_prenet.feature_encoder.conv_layers.0.conv.weight"),
+             ("speecht5.encoder.prenet.feature_encoder.conv_layers.0.layer_norm.weight",
+              "encoder_prenet.feature_encoder.conv_layers.0.layer_norm.weight"),
+             ("speecht5.encoder.prenet.feature_encoder.conv_layers.0.layer_norm.bias",
+              "encoder_prenet.feature_encoder.conv_layers.0.layer_norm.bias"),
+             ("speecht5.encoder.prenet.feature_encoder.conv_layers.1.conv.weight",
+              "encoder_prenet.feature_encoder.conv_layers.1.conv.weight"),
+             ("speecht5.encoder.prenet.feature_encoder.conv_layers.2.conv.weight",
+              "encoder_prenet.feature_encoder.conv_layers.2.conv.weight"),
+             ("speecht5.encoder.wrapped_encoder.layers.0.attention.q_proj.weight",
+              "encoder.layers.0.attention.q_proj.weight"),
+             ("speecht5.decoder.wrapped_decoder.layers.1.fc2.weight", "decoder.layers.1.feed_forward.output_dense.weight")]
+    for hf_name, ours_name in pairs:
+        if hf_name not in hf_grads:
+            hf_name = hf_name.replace(".fc2.", ".feed_forward.output_dense.")
+        ref, got = hf_grads[hf_name], ours_grads[ours_name].grad
+        scale = ref.abs().max().item()
+        assert (got - ref).abs().max().item() <= 1e-4 * scale, (ours_name, scale, (got - ref).abs().max().item())
+
+
 def test_tts_mel_and_stop_outputs(tmp_path, no_hf_prenet_dropout):
     hf = save_hf(transformers.SpeechT5ForTextToSpeech, hf_config(), tmp_path)
     ours = mmseq.load(tmp_path / "hf", speech_prenet_dropout=0.0).eval()
