@@ -200,6 +200,7 @@ class DownstreamConfig:
     label: str = "phone"  # phone (frame level) | speaker | intent (utterance level)
     speaker_split: str = "utterance"  # speaker ID: train/val/test are utterances of the training speakers
     seed: int = 0  # the split's own seed
+    cache_upstream: bool = True  # frozen upstream: keep every utterance's hidden states after their first pass
 
 
 def _labelled(cfg: DownstreamConfig, name: str) -> tuple[list[Utterance], list[Tensor]]:
@@ -233,26 +234,87 @@ def label_vocabulary(cfg: DownstreamConfig, train: list[Utterance]) -> list[str]
     return sorted({getattr(u, cfg.label) for u in train})
 
 
-def build_items(cfg: DownstreamConfig, utts: list[Utterance], feats: list[Tensor], vocab: dict[str, int]) -> list:
+def build_items(cfg: DownstreamConfig, utts: list[Utterance], feats: list[Tensor], vocab: dict[str, int],
+                first_key: int = 0) -> list:
+    """``(frames, labels, key)`` per utterance; ``key`` (``first_key``, ``first_key + 1``, ...) names the utterance
+    in the frozen-upstream cache, so the splits of one task take disjoint ranges."""
     if cfg.label == "phone":
-        return [(f, frame_labels(u, f.shape[0], vocab)) for u, f in zip(utts, feats)]
-    return [(f, torch.tensor(vocab.get(getattr(u, cfg.label), IGNORE))) for u, f in zip(utts, feats)]
+        labels = [frame_labels(u, f.shape[0], vocab) for u, f in zip(utts, feats)]
+    else:
+        labels = [torch.tensor(vocab.get(getattr(u, cfg.label), IGNORE)) for u in utts]
+    return [(f, y, first_key + i) for i, (f, y) in enumerate(zip(feats, labels))]
 
 
-def collate_labelled(items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-    frames, lengths = pad_frames([f for f, _ in items])
+def collate_labelled(items: list[tuple]) -> dict[str, Tensor]:
+    """Padded frames, lengths, labels (``IGNORE`` on padding) and, when the items carry them, cache keys."""
+    frames, lengths = pad_frames([item[0] for item in items])
     if items[0][1].dim() == 0:
-        labels = torch.stack([y for _, y in items])
+        labels = torch.stack([item[1] for item in items])
     else:
         labels = torch.full((len(items), frames.shape[1]), IGNORE, dtype=torch.long)
-        for i, (_, y) in enumerate(items):
-            labels[i, : len(y)] = y
-    return {"frames": frames, "lengths": lengths, "labels": labels}
+        for i, item in enumerate(items):
+            labels[i, : len(item[1])] = item[1]
+    batch = {"frames": frames, "lengths": lengths, "labels": labels}
+    if len(items[0]) > 2:
+        batch["keys"] = torch.tensor([item[2] for item in items])
+    return batch
 
 
-def classification_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+class FrozenUpstreamCache:
+    """Hidden states of a frozen upstream, computed once per utterance and kept in memory (as computed).
+
+    The upstream of a frozen ``UpstreamClassifier`` runs in eval mode without gradients, so its output for an
+    utterance never changes during probe training: the first batch holding an utterance computes its hidden
+    states (all of them, since the layer weights are learned) as the model would, and later batches re-pad the
+    stored frames. Padding positions then hold zeros instead of the upstream's output at padding; frame heads
+    score labelled frames only and utterance heads pool valid frames only, so logits and loss are unchanged.
+    Training buckets and validation batches are the same every epoch, so each stored state comes from the very
+    batch it is later used in.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[int, list[Tensor]] = {}
+        self.owner: int | None = None  # id() of the upstream the states belong to
+
+    @staticmethod
+    def applies(model: nn.Module) -> bool:
+        return bool(getattr(model, "freeze_upstream", False)) and hasattr(model, "upstream_features")
+
+    def hidden_states(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
+        if self.owner != id(model.upstream):
+            self.states, self.owner = {}, id(model.upstream)
+        keys = batch["keys"].tolist()
+        if any(k not in self.states for k in keys):
+            features = model.upstream_features(batch["frames"], batch["lengths"])
+            for i, k in enumerate(keys):
+                n = int(features.lengths[i])
+                self.states[k] = [h[i, :n].detach().clone() for h in features.hidden_states]
+        rows = [self.states[k] for k in keys]
+        lengths = torch.tensor([r[0].shape[0] for r in rows], device=batch["frames"].device)
+        width = int(lengths.max())
+        hidden = []
+        for layer in range(len(rows[0])):
+            out = rows[0][layer].new_zeros(len(rows), width, rows[0][layer].shape[-1])
+            for i, r in enumerate(rows):
+                out[i, : r[layer].shape[0]] = r[layer]
+            hidden.append(out)
+        return hidden, lengths
+
+
+def classifier_logits(model: nn.Module, batch: dict[str, Tensor], cache: FrozenUpstreamCache | None) -> Tensor:
+    """The model's logits for a batch; through ``cache`` when it is given, the upstream is frozen and the batch
+    has cache keys (what ``UpstreamClassifier.forward`` computes, without re-running the upstream)."""
+    if cache is None or "keys" not in batch or not cache.applies(model):
+        return model(batch["frames"], batch["lengths"])
+    states, lengths = cache.hidden_states(model, batch)
+    hidden = states[model.layer] if model.layer_sum is None else model.layer_sum(states)
+    return model.head(hidden, lengths)
+
+
+def classification_loss(model: nn.Module, batch: dict[str, Tensor],
+                        cache: FrozenUpstreamCache | None = None) -> tuple[Tensor, dict[str, float]]:
     """Cross-entropy over labelled frames (or utterances) and accuracy."""
-    logits = model(batch["frames"], batch["lengths"])
+    logits = classifier_logits(model, batch, cache)
     labels = batch["labels"]
     if int(labels.max()) >= logits.shape[-1]:
         raise ConfigError(f"the data has label id {int(labels.max())} but the model has {logits.shape[-1]} "
@@ -269,12 +331,18 @@ def tera_downstream_task(cfg: DownstreamConfig) -> Task:
     splits = downstream_splits(cfg)
     vocab = {label: i for i, label in enumerate(label_vocabulary(cfg, splits["train"][0]))}
     train = build_items(cfg, *splits["train"], vocab)
-    val = build_items(cfg, *splits["val"], vocab)
-    lengths = [f.shape[0] for f, _ in train]
-    task = Task(ListDataset(train), ListDataset(val), collate_labelled, classification_loss,
+    val = build_items(cfg, *splits["val"], vocab, first_key=len(train))
+    lengths = [item[0].shape[0] for item in train]
+    cache = FrozenUpstreamCache() if cfg.cache_upstream else None
+
+    def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        return classification_loss(model, batch, cache)
+
+    task = Task(ListDataset(train), ListDataset(val), collate_labelled, loss,
                 train_plan=lambda batch_size, seed: SortedBuckets(lengths, batch_size, seed),
                 batch_size_of=lambda b: len(b["lengths"]))
-    task.test_set = ListDataset(build_items(cfg, *splits["test"], vocab))  # type: ignore[attr-defined]
+    test = build_items(cfg, *splits["test"], vocab, first_key=len(train) + len(val))
+    task.test_set = ListDataset(test)  # type: ignore[attr-defined]
     task.vocabulary = list(vocab)  # type: ignore[attr-defined]
     return task
 
