@@ -158,7 +158,7 @@ def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
         if all(done):
             break
         flat_source = (source + torch.arange(batch, device=device)[:, None] * k).view(-1)
-        cache.select(flat_source)
+        cache.select(flat_source, cross=False)  # beams move within their utterance: same encoder output
         if scorer is not None:
             scorer.advance(ctc_state, flat_source, choice.view(-1), new_token.view(-1))
         tokens = torch.cat([tokens.index_select(0, flat_source), new_token.view(-1, 1)], dim=1)

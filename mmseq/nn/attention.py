@@ -35,11 +35,15 @@ class KVCache:
 
     @property
     def keys(self) -> Tensor | None:
-        return None if self._k is None else self._k[:, :, : self.length]
+        if self._k is None or self.length == self._k.shape[2]:
+            return self._k
+        return self._k.narrow(2, 0, self.length)
 
     @property
     def values(self) -> Tensor | None:
-        return None if self._v is None else self._v[:, :, : self.length]
+        if self._v is None or self.length == self._v.shape[2]:
+            return self._v
+        return self._v.narrow(2, 0, self.length)
 
     def set(self, k: Tensor, v: Tensor) -> None:
         """Store K/V computed once (cross-attention)."""
@@ -56,8 +60,8 @@ class KVCache:
                 grown_k[:, :, : self.length] = self._k[:, :, : self.length]
                 grown_v[:, :, : self.length] = self._v[:, :, : self.length]
             self._k, self._v = grown_k, grown_v
-        self._k[:, :, self.length : new_len] = k
-        self._v[:, :, self.length : new_len] = v
+        self._k.narrow(2, self.length, k.shape[2]).copy_(k)
+        self._v.narrow(2, self.length, v.shape[2]).copy_(v)
         self.length = new_len
         return self.keys, self.values
 

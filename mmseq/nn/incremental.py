@@ -44,11 +44,11 @@ def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """
     if weight.dtype == x.dtype:
         if x.shape[0] == 1:
-            y = torch.mv(weight, x[0]) if bias is None else torch.addmv(bias, weight, x[0])
-            return y[None]
+            y = torch.mv(weight, x.view(-1)) if bias is None else torch.addmv(bias, weight, x.view(-1))
+            return y.view(1, -1)
         return F.linear(x, weight, bias)
     if x.shape[0] == 1:
-        y = torch.mv(weight, x[0].to(weight.dtype)).to(x.dtype)[None]
+        y = torch.mv(weight, x.view(-1).to(weight.dtype)).to(x.dtype).view(1, -1)
         return y if bias is None else y.add_(bias)
     return F.linear(x, weight.to(x.dtype), bias)
 
@@ -158,14 +158,18 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
         y = lw.self_norm(x) if weights.norm_first else x
         qkv = project(y, lw.qkv_w, lw.qkv_b).view(b, 3, h, 1, hd)
         k, v = self_cache.append(qkv[:, 1], qkv[:, 2])
-        a = F.scaled_dot_product_attention(qkv[:, 0], k.to(x.dtype), v.to(x.dtype)).reshape(b, d)
+        if k.dtype != x.dtype:  # filled by the module path in another dtype
+            k, v = k.to(x.dtype), v.to(x.dtype)
+        a = F.scaled_dot_product_attention(qkv[:, 0], k, v).view(b, d)
         a = project(a, lw.out_w, lw.out_b)
         x = x + a if weights.norm_first else lw.self_norm(x + a)
         if cross_caches is not None:  # cross-attention to the memory
             y = lw.cross_norm(x) if weights.norm_first else x
             q = project(y, lw.cross_q_w, lw.cross_q_b).view(b, h, 1, hd)
-            k, v = cross_caches[i].keys.to(x.dtype), cross_caches[i].values.to(x.dtype)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).reshape(b, d)
+            k, v = cross_caches[i].keys, cross_caches[i].values
+            if k.dtype != x.dtype:
+                k, v = k.to(x.dtype), v.to(x.dtype)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).view(b, d)
             a = project(a, lw.cross_out_w, lw.cross_out_b)
             x = x + a if weights.norm_first else lw.cross_norm(x + a)
         # feed-forward

@@ -196,9 +196,14 @@ class DecoderCache:
     def length(self) -> int:
         return self.self_attn[0].length
 
-    def select(self, index: Tensor) -> None:
-        """Keep / reorder batch rows in every layer (beam search, finished rows leaving the batch)."""
-        for c in self.self_attn + self.cross_attn:
+    def select(self, index: Tensor, cross: bool = True) -> None:
+        """Keep / reorder batch rows in every layer (beam search, finished rows leaving the batch).
+
+        ``cross=False`` leaves the cross-attention keys/values alone: right when every row moves to a row with
+        the same encoder output, as beam search reordering the beams of one utterance does (those caches are
+        the largest, ``[B, H, S, head_dim]`` per layer).
+        """
+        for c in self.self_attn + self.cross_attn if cross else self.self_attn:
             c.select(index)
 
 
