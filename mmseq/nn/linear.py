@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.nn.incremental import project
+
 
 class Linear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
@@ -24,9 +26,7 @@ class Linear(nn.Linear):
                 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return F.linear(x, self.weight, self.bias)
         if x.numel() == self.in_features:  # one row: stream the weights
-            row = x.reshape(-1)
-            y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
-            return y.view(*x.shape[:-1], self.out_features)
+            return project(x.reshape(1, -1), self.weight, self.bias).view(*x.shape[:-1], self.out_features)
         if x.dtype != torch.bfloat16:
             return F.linear(x, self.weight, self.bias)
         bias = None if self.bias is None else self.bias.float()

@@ -30,6 +30,8 @@ from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncodi
 class ConvLayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, group_norm: bool):
         super().__init__()
+        if group_norm and in_dim != 1:
+            raise ValueError("only a one-channel (waveform) layer takes the per-channel normalisation")
         self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, bias=bias)
         # The first layer normalises each channel over time (GroupNorm with one channel per group).
         self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if group_norm else None
@@ -38,20 +40,9 @@ class ConvLayer(nn.Module):
         """Time-major ``x [B, S, C_in]`` -> ``[B, T, C_out]`` (see :mod:`mmseq.nn.conv`); ``lengths`` = valid
         output steps per row: the normalisation statistics use only those, so a padded row gets the values it
         would get alone."""
-        if self.layer_norm is not None and x.shape[2] == 1:
+        if self.layer_norm is not None:
             return F.gelu(self._normalised_from_waveform(x[:, :, 0], lengths))
-        x = conv1d_time_major(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
-        norm = self.layer_norm
-        if norm is not None:
-            if lengths is None or bool((lengths == x.shape[1]).all()):
-                var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
-            else:
-                valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[:, :, None]
-                count = lengths[:, None, None].to(x.dtype)
-                mean = (x * valid).sum(1, keepdim=True) / count
-                var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / count
-            x = torch.addcmul(norm.bias, x - mean, norm.weight * torch.rsqrt(var + norm.eps))
-        return F.gelu(x)
+        return F.gelu(conv1d_time_major(x, self.conv.weight, self.conv.bias, self.conv.stride[0]))
 
     def _normalised_from_waveform(self, wav: Tensor, lengths: Tensor | None) -> Tensor:
         """Convolution + per-channel normalisation of a one-channel input as one product per row.
