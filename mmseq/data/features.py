@@ -210,7 +210,31 @@ def utterance_cmvn(feats: torch.Tensor, frame_lengths: torch.Tensor, eps: float 
     return centred / (var.sqrt() + eps)
 
 
-class SpeechT5LogMel(nn.Module):
+class _CentredMel(nn.Module):
+    """What the STFT log-mel features share: centred frames of ``n_fft`` samples every ``hop_length`` with
+    reflect padding, a window and a mel filterbank ``[n_freq, n_mels]``, evaluated chunk by chunk on valid frames
+    (:func:`map_centered_frames`) by the subclass's ``log_mel_frames``."""
+
+    def __init__(self, n_fft: int, hop_length: int, window: torch.Tensor, mel_fbank: torch.Tensor,
+                 pad_value: float, chunk_frames: int | None) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.pad_value, self.chunk_frames = pad_value, chunk_frames
+        self.output_dim = mel_fbank.shape[1]
+        self.downsample_rate = hop_length
+        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("mel_fbank", mel_fbank, persistent=False)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames per row for waveform ``lengths [B]``: ``1 + len // hop_length``."""
+        return centered_frame_lengths(lengths, self.hop_length)
+
+    def _centred_features(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return map_centered_frames(wav, lengths, self.n_fft, self.hop_length, self.log_mel_frames,
+                                   self.output_dim, self.pad_value, self.chunk_frames)
+
+
+class SpeechT5LogMel(_CentredMel):
     """SpeechT5's log-mel spectrogram (the TTS/VC/SE target and the HiFi-GAN input).
 
     16 kHz audio, 1024-sample periodic Hann window and FFT, hop 256, centred frames with reflect padding,
@@ -242,19 +266,11 @@ class SpeechT5LogMel(nn.Module):
         pad_value: float = 0.0,
         chunk_frames: int | None = 256,
     ) -> None:
-        super().__init__()
-        self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
-        self.mel_floor, self.pad_value, self.chunk_frames = mel_floor, pad_value, chunk_frames
-        self.output_dim = n_mels
-        self.downsample_rate = hop_length
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
         fbank = torchaudio.functional.melscale_fbanks(
             n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
-        self.register_buffer("mel_fbank", fbank, persistent=False)  # [n_freq, n_mels]
-
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Output frames per row for waveform ``lengths [B]``: ``1 + len // hop_length``."""
-        return centered_frame_lengths(lengths, self.hop_length)
+        super().__init__(n_fft, hop_length, torch.hann_window(n_fft, periodic=True), fbank, pad_value,
+                         chunk_frames)
+        self.sample_rate, self.mel_floor = sample_rate, mel_floor
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None
@@ -268,9 +284,7 @@ class SpeechT5LogMel(nn.Module):
         Returns:
             ``(log_mel [B, 1 + T // hop, n_mels], frame_lengths [B])``.
         """
-        wav, lengths = _as_batch(wav, lengths)
-        return map_centered_frames(wav, lengths, self.n_fft, self.hop_length, self.log_mel_frames,
-                                   self.output_dim, self.pad_value, self.chunk_frames)
+        return self._centred_features(*_as_batch(wav, lengths))
 
     def log_mel_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Log-mel of raw (unwindowed) frames ``[N, n_fft]`` -> ``[N, n_mels]``."""
@@ -279,7 +293,7 @@ class SpeechT5LogMel(nn.Module):
         return torch.log10(mel.clamp(min=self.mel_floor))
 
 
-class TeraLogMel(nn.Module):
+class TeraLogMel(_CentredMel):
     """TERA's default input and target features: 80-d log-mel at 10 ms with per-utterance CMVN.
 
     Each row is RMS-normalised to ``target_level`` dB, then framed like ``torch.stft`` (n_fft = window = 400,
@@ -310,20 +324,11 @@ class TeraLogMel(nn.Module):
         pad_value: float = 0.0,
         chunk_frames: int | None = 256,
     ) -> None:
-        super().__init__()
-        self.n_fft, self.hop_length, self.chunk_frames = n_fft, hop_length, chunk_frames
-        self.target_level, self.cmvn, self.pad_value = target_level, cmvn, pad_value
-        self.output_dim = n_mels
-        self.downsample_rate = hop_length
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         # torchaudio.transforms.MelScale(sample_rate, n_mels)'s defaults: 0 Hz to Nyquist, HTK scale, no norm.
         fbank = torchaudio.functional.melscale_fbanks(
             n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm=None, mel_scale="htk")
-        self.register_buffer("mel_fbank", fbank, persistent=False)  # [n_freq, n_mels]
-
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Output frames per row for waveform ``lengths [B]``: ``1 + len // hop_length``."""
-        return centered_frame_lengths(lengths, self.hop_length)
+        super().__init__(n_fft, hop_length, torch.hann_window(n_fft), fbank, pad_value, chunk_frames)
+        self.target_level, self.cmvn = target_level, cmvn
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None
@@ -340,8 +345,7 @@ class TeraLogMel(nn.Module):
         wav, lengths = _as_batch(wav, lengths)
         if self.target_level is not None:
             wav = rms_normalize(wav, lengths, self.target_level)
-        feats, frames = map_centered_frames(wav, lengths, self.n_fft, self.hop_length, self.log_mel_frames,
-                                            self.output_dim, self.pad_value, self.chunk_frames)
+        feats, frames = self._centred_features(wav, lengths)
         if self.cmvn:
             feats = _mask_padding(utterance_cmvn(feats, frames), frames, self.pad_value)
         return feats, frames
