@@ -38,14 +38,16 @@ class _TimeMajorConv1d(torch.autograd.Function):
         t_out = (x.shape[1] - kernel) // stride + 1
         w = weight.permute(0, 2, 1).reshape(c_out, kernel * c_in)  # [C_out, k * C]: tap-major like the windows
         y = x.new_empty(x.shape[0], t_out, c_out)
+        groups = [(view, w[:, first * c_in : (first + taps) * c_in].t())
+                  for first, taps, view in _tap_groups(x, kernel, stride, t_out)]
         for row in range(x.shape[0]):  # 2-d products read the strided windows in place
-            for i, (first, taps, view) in enumerate(_tap_groups(x, kernel, stride, t_out)):
-                w_group = w[:, first * c_in : (first + taps) * c_in].t()
-                if i == 0:
-                    torch.mm(view[row], w_group, out=y[row]) if bias is None else torch.addmm(
-                        bias, view[row], w_group, out=y[row])
-                else:
-                    y[row].addmm_(view[row], w_group)
+            (view, w_group), rest = groups[0], groups[1:]
+            if bias is None:
+                torch.mm(view[row], w_group, out=y[row])
+            else:
+                torch.addmm(bias, view[row], w_group, out=y[row])
+            for view, w_group in rest:
+                y[row].addmm_(view[row], w_group)
         ctx.save_for_backward(x, w)
         ctx.stride, ctx.kernel, ctx.has_bias = stride, kernel, bias is not None
         return y
