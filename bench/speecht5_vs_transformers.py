@@ -25,6 +25,11 @@ from mmseq.inference import set_precision
 from timing import median_time  # bench/timing.py
 
 
+# A random ASR model ends after a few tokens; with an end token it can never emit, both sides decode every
+# requested step, so the ASR rows time decoding and not only the encoder.
+_NO_EOS = 10_000
+
+
 def row(name: str, hf_s: float, ours_s: float, unit_count: int, unit: str, note: str = "") -> None:
     print(f"| {name} | {1e3 * hf_s / unit_count:.2f} | {1e3 * ours_s / unit_count:.2f} | {hf_s / ours_s:.2f}x | "
           f"ms/{unit} | {note} |")
@@ -156,17 +161,14 @@ def main() -> None:
         seconds = 4.0
         wav = torch.randn(batch, int(16000 * seconds), generator=g) * 0.1
         new_tokens = 30
-        # A random model ends after a few tokens; with an end token it can never emit, both sides decode all
-        # new_tokens steps, so the rows time decoding and not only the encoder.
-        NO_EOS = 10_000
 
         def hf_asr_run():
             with torch.no_grad():
                 return hf_asr.generate(wav, num_beams=beams, max_new_tokens=new_tokens, do_sample=False,
-                                       eos_token_id=NO_EOS)
+                                       eos_token_id=_NO_EOS)
 
         def ours_asr_run():
-            return ours_asr.generate(wav, num_beams=beams, max_new_tokens=new_tokens, eos_id=NO_EOS)
+            return ours_asr.generate(wav, num_beams=beams, max_new_tokens=new_tokens, eos_id=_NO_EOS)
 
         def hf_encoder_run():
             with torch.no_grad():
