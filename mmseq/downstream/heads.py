@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmseq.nn.backbone import Features
+from mmseq.nn.dropout import Dropout
 
 
 class WeightedLayerSum(nn.Module):
@@ -44,7 +45,7 @@ def _mlp(dim: int, num_classes: int, hidden_dim: int, dropout: float) -> nn.Modu
     """Linear, or one hidden layer (Linear, ReLU, dropout, Linear) when ``hidden_dim`` > 0."""
     if hidden_dim <= 0:
         return nn.Linear(dim, num_classes)
-    return nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes))
+    return nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), Dropout(dropout), nn.Linear(hidden_dim, num_classes))
 
 
 class FrameClassifier(nn.Module):
@@ -78,7 +79,7 @@ class UtteranceClassifier(nn.Module):
 
     def __init__(self, dim: int, num_classes: int, hidden_dim: int = 0, dropout: float = 0.0):
         super().__init__()
-        self.frame_layer = (nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.frame_layer = (nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), Dropout(dropout))
                             if hidden_dim > 0 else nn.Identity())
         self.output = nn.Linear(hidden_dim if hidden_dim > 0 else dim, num_classes)
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.nn.dropout import dropout as mmseq_dropout
 from mmseq.nn.linear import Linear
 
 
@@ -172,9 +173,11 @@ class MultiheadAttention(nn.Module):
 
         dropout = self.dropout if self.training else 0.0
         # On the CPU, SDPA cannot differentiate a float mask in a fused kernel and falls back to a math path
-        # that copies more than plain eager attention does (bench/attention.py measured it).
-        eager_bias = bias is not None and bias.requires_grad and q.device.type == "cpu"
-        if need_weights or eager_bias:
+        # that copies more than plain eager attention does (bench/attention.py measured it); with dropout it
+        # takes the same math path but draws its mask with bernoulli_, which mmseq.nn.dropout does 2x cheaper.
+        on_cpu = q.device.type == "cpu"
+        eager = on_cpu and ((bias is not None and bias.requires_grad) or dropout > 0)
+        if need_weights or eager:
             out, weights = _eager_attention(q, k, v, mask, self.scaling, dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
@@ -186,8 +189,8 @@ class MultiheadAttention(nn.Module):
 def _eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
                      dropout: float) -> tuple[Tensor, Tensor]:
     """Explicit softmax attention that also returns the probabilities (for alignments and guided losses)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))  # scaling q costs T x D, not T x S
+    if mask is not None:  # in place: the product's backward needs q and k, not its output
+        scores = scores.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)
     weights = scores.softmax(dim=-1)
-    return torch.matmul(F.dropout(weights, dropout, training=dropout > 0), v), weights
+    return torch.matmul(mmseq_dropout(weights, dropout, training=dropout > 0), v), weights

@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.nn.dropout import Dropout
+
 
 def sinusoidal_table(num_positions: int, dim: int, padding_idx: int | None = None) -> Tensor:
     """fairseq table ``[num_positions, dim]``: sin(pos * w_i) for i < dim/2, then cos; padding row zeroed."""
@@ -91,7 +93,7 @@ class ScaledPositionalEncoding(nn.Module):
         super().__init__()
         self.dim = dim
         self.alpha = nn.Parameter(torch.tensor(1.0))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.register_buffer("pe", interleaved_sinusoidal_table(max_len, dim), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mmseq.nn.attention import KVCache, MultiheadAttention
+from mmseq.nn.dropout import Dropout
 from mmseq.nn.incremental import FusedDecoderWeights, compute_dtype, cross_keys_values, decode_step
 from mmseq.nn.linear import Linear
 from mmseq.nn.positional import RelativePositionalEncoding
@@ -31,9 +32,9 @@ class FeedForward(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.intermediate_dense = Linear(dim, ffn_dim)
-        self.intermediate_dropout = nn.Dropout(activation_dropout)
+        self.intermediate_dropout = Dropout(activation_dropout)
         self.output_dense = Linear(ffn_dim, dim)
-        self.output_dropout = nn.Dropout(dropout)
+        self.output_dropout = Dropout(dropout)
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -61,7 +62,7 @@ class TransformerEncoderLayer(nn.Module):
         super().__init__()
         self.norm_first = spec.norm_first
         self.attention = MultiheadAttention(spec.dim, spec.num_heads, dropout=spec.attention_dropout)
-        self.dropout = nn.Dropout(spec.dropout)
+        self.dropout = Dropout(spec.dropout)
         self.layer_norm = nn.LayerNorm(spec.dim, eps=spec.layer_norm_eps)
         self.feed_forward = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout,
                                         spec.dropout)
@@ -115,7 +116,7 @@ class TransformerEncoder(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.dim = spec.dim
         self.layer_norm = nn.LayerNorm(spec.dim, eps=spec.layer_norm_eps)
-        self.dropout = nn.Dropout(spec.dropout if input_dropout is None else input_dropout)
+        self.dropout = Dropout(spec.dropout if input_dropout is None else input_dropout)
         self.layers = nn.ModuleList(TransformerEncoderLayer(spec) for _ in range(num_layers))
         self.embed_positions = (
             RelativePositionalEncoding(spec.dim // spec.num_heads, relative_position_distance)
@@ -155,7 +156,7 @@ class TransformerDecoderLayer(nn.Module):
         self.encoder_attn = MultiheadAttention(spec.dim, spec.num_heads, dropout=spec.attention_dropout,
                                                kdim=encoder_dim, vdim=encoder_dim)
         self.encoder_attn_layer_norm = nn.LayerNorm(spec.dim, eps=eps)
-        self.dropout = nn.Dropout(spec.dropout)
+        self.dropout = Dropout(spec.dropout)
         self.feed_forward = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout,
                                         spec.dropout)
         self.final_layer_norm = nn.LayerNorm(spec.dim, eps=eps)

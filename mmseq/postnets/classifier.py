@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmseq.nn.dropout import Dropout
+
 
 class ClassifierPostnet(nn.Module):
     """``hidden [B, T, D]`` + ``lengths [B]`` -> logits ``[B, num_classes]``.
@@ -25,7 +27,7 @@ class ClassifierPostnet(nn.Module):
             raise ValueError(f"pooling must be 'mean' or 'first', got {pooling!r}")
         self.pooling = pooling
         self.hidden = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU()) if hidden_dim else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(hidden_dim or dim, num_classes)
 
     def forward(self, hidden: Tensor, lengths: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 from torch import Tensor
 
+from mmseq.nn.dropout import Dropout
 from mmseq.nn.linear import Linear
 
 
@@ -26,7 +27,7 @@ class BatchNormConvLayer(nn.Module):
         self.conv = nn.Conv1d(in_dim, out_dim, kernel, padding=(kernel - 1) // 2, bias=False)
         self.batch_norm = nn.BatchNorm1d(out_dim)
         self.activation = nn.Identity() if last else nn.Tanh()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.activation(self.batch_norm(self.conv(x))))

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.nn.dropout import Dropout
 from mmseq.nn.linear import Linear
 
 
@@ -27,7 +28,7 @@ class CTCHead(nn.Module):
 
     def __init__(self, dim: int, vocab_size: int, dropout: float = 0.0):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.proj = Linear(dim, vocab_size)
 
     def forward(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mmseq.errors import InputError
 from mmseq.nn.conv import conv1d_time_major
+from mmseq.nn.dropout import Dropout
 from mmseq.nn.linear import Linear
 from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncoding, SinusoidalPositionalEmbedding,
                                  make_positions)
@@ -112,7 +113,7 @@ class FeatureProjection(nn.Module):
         super().__init__()
         self.layer_norm = nn.LayerNorm(in_dim, eps=eps)
         self.projection = Linear(in_dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.projection(self.layer_norm(x)))

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmseq.nn.dropout import Dropout
 from mmseq.nn.positional import ScaledPositionalEncoding, SinusoidalPositionalEmbedding, make_positions
 
 
@@ -46,7 +47,7 @@ class TokenPrenet(nn.Module):
             self.embed_positions = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
         elif positions == "scaled":
             self.encode_positions = ScaledPositionalEncoding(dim, max_len=max_positions)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, tokens: Tensor, lengths: Tensor | None = None, offset: int = 0) -> tuple[Tensor, Tensor]:
         """``tokens [B, L]`` (long) -> ``([B, L, dim], lengths [B])``; ``offset`` = steps already decoded."""
