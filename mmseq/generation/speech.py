@@ -52,8 +52,8 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     prenet, postnet = model.decoder_prenet, model.decoder_postnet
     enc, enc_lengths = encode(model, x, lengths)
     batch, device = enc.memory.shape[0], enc.memory.device
-    dtype = enc.memory.dtype  # the decoder's
-    out_dtype = postnet.feat_out.weight.dtype  # the post-net may run in higher precision (set_precision)
+    dtype = prenet.final_layer.weight.dtype  # the pre-net's (fp32 on a CPU under set_precision)
+    out_dtype = postnet.feat_out.weight.dtype
     r, n_mels = postnet.reduction_factor, postnet.num_mel_bins
     max_steps = (enc_lengths.float() * max_len_ratio / r).long().clamp(min=1)
     min_steps = (enc_lengths.float() * min_len_ratio / r).long()
@@ -72,11 +72,11 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
         frames: list[list[Tensor]] = [[] for _ in range(batch)]
         results: list[Tensor | None] = [None] * batch
         last = torch.zeros(batch, 1, n_mels, device=device, dtype=dtype)
+        conditioning = None if spk is None else prenet.speaker_conditioning(spk)  # once, not once per step
         step = 0
         while alive.numel():
             step += 1
-            hidden, _ = prenet(last, None, offset=cache.length,
-                               speaker_embeddings=None if spk is None else spk.index_select(0, alive))
+            hidden, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
             out = model.decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
             out = out.to(out_dtype)
             new = postnet.frames(out)  # [b, r, n_mels]
@@ -92,6 +92,8 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
                 keep = (~stop).nonzero().squeeze(1)
                 cache.select(keep)
                 enc = enc.select(keep)
+                if conditioning is not None:
+                    conditioning = (conditioning[0], conditioning[1].index_select(0, keep))
                 alive, new = alive[keep], new[keep]
             last = new[:, -1:, :].to(dtype)
     finally:

@@ -32,21 +32,19 @@ def set_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) ->
     """Cast ``model`` for inference in ``dtype``.
 
     On CUDA the whole model is cast. On the CPU, reduced precision pays off only where decoding streams weights
-    (matrix-vector products at small batch); CPUs without native bf16/fp16 matrix units run large bf16 matrix
-    products slower than fp32, so the encoder (one large product per layer) stays in fp32, and so does the
-    speech post-net (cheap, and its frames feed back into every later step); the decoder pre-net and decoder
-    are cast. Generation converts between the parts' dtypes, and the decoder's one-step path
-    (:mod:`mmseq.nn.incremental`) keeps its activations in fp32 there: only the weights are reduced. fp16
-    weights keep about 8x less rounding error than bf16 (10 mantissa bits against 7); which streams faster
-    depends on the CPU (``bench/speecht5_vs_transformers.py`` reports both).
+    (matrix-vector products at small batch), and only for large matrices: CPUs without native bf16/fp16
+    arithmetic convert every element, so large bf16 matrix products and small bf16 matrix-vector products run
+    slower than fp32. So only the decoder is cast; the encoder (one large product per layer), the pre-nets and
+    post-nets (small matrices; the speech post-net's frames also feed back into every later step) stay in fp32,
+    and the decoder's one-step path (:mod:`mmseq.nn.incremental`) keeps its residual stream, layer norms,
+    attention and its smaller matrices in fp32 there. fp16 weights keep about 8x less rounding error than bf16
+    (10 mantissa bits against 7); which streams faster depends on the CPU (``bench/speecht5_vs_transformers.py``
+    reports both).
     """
     model = model.to(device=device)
     if dtype == torch.float32 or device.type != "cpu" or not hasattr(model, "decoder"):
         return model.to(dtype=dtype)
-    model.decoder_prenet.to(dtype=dtype)
     model.decoder.to(dtype=dtype)
-    if not hasattr(model.decoder_postnet, "feat_out"):  # token heads: logits are read, not fed back
-        model.decoder_postnet.to(dtype=dtype)
     return model
 
 

@@ -9,9 +9,13 @@ the same arithmetic with fewer, larger operators:
   call, when the :class:`~mmseq.nn.transformer.DecoderCache` is first used);
 * a single row uses ``addmv`` (weights streamed once, bias fused), many rows ``addmm``;
 * no masks are built (one query at the newest position sees every cached key; an unpadded memory needs none);
-* with reduced-precision weights on a CPU (:func:`mmseq.inference.set_precision`), activations, layer norms and
-  attention stay in fp32 and only the weight products run in the weights' dtype, which keeps the drift of long
-  autoregressive outputs small while the weights stream at half the bytes.
+* with reduced-precision weights on a CPU (:func:`mmseq.inference.set_precision`), the residual stream, layer
+  norms and attention stay in fp32, which keeps the drift of long autoregressive outputs small, while the
+  weights stream at half the bytes. A projection's input is rounded to the weights' dtype and its output (bias
+  included) stays there: the feed-forward's hidden layer goes from one product to the next without a round trip,
+  and the residual addition brings the sublayer's output back to fp32 as it adds (no separate cast). Rounding
+  the output costs no accuracy that the next product's rounded input would not (``addmv`` accumulates in fp32);
+  attention runs in fp32 because CPU SDPA is about 3x slower in bf16/fp16 for one query.
 
 :meth:`TransformerDecoder.forward` takes this path for one new step in eval mode without gradients; the module
 path remains the reference (tests compare the two).
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _REDUCED = (torch.bfloat16, torch.float16)
+_REDUCED_MIN_ELEMENTS = 1 << 20
 
 
 def compute_dtype(x: Tensor, weight_dtype: torch.dtype) -> torch.dtype:
@@ -44,13 +49,37 @@ def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """
     if weight.dtype == x.dtype:
         if x.shape[0] == 1:
-            y = torch.mv(weight, x.view(-1)) if bias is None else torch.addmv(bias, weight, x.view(-1))
+            if bias is None:
+                y = torch.mv(weight, x.view(-1))
+            elif weight.dtype in _REDUCED and weight.device.type == "cpu":
+                y = torch.mv(weight, x.view(-1)).add_(bias)  # CPU bf16 addmv is slower than mv and an add
+            else:
+                y = torch.addmv(bias, weight, x.view(-1))
             return y.view(1, -1)
         return F.linear(x, weight, bias)
     if x.shape[0] == 1:
         y = torch.mv(weight, x.view(-1).to(weight.dtype)).to(x.dtype).view(1, -1)
         return y if bias is None else y.add_(bias)
     return F.linear(x, weight.to(x.dtype), bias)
+
+
+def _product(y: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """One step's product in the weight's dtype (``y`` rounded to it; the output stays in it)."""
+    return project(y.to(weight.dtype), weight, bias)
+
+
+def _matrix(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """A weight for the one-step path: reduced precision is kept only where it streams faster than ``dtype``.
+
+    On a CPU without bf16/fp16 arithmetic a reduced-precision ``mv`` converts every element, which costs more
+    than the bytes it saves below about a million elements (``bench/speecht5_vs_transformers.py``: at 768 x 768
+    a bf16 product takes longer than fp32, at 3072 x 768 it is about 1.5x faster); smaller matrices are upcast
+    once per generation call.
+    """
+    weight = weight.detach()
+    if weight.dtype != dtype and weight.device.type == "cpu" and weight.numel() < _REDUCED_MIN_ELEMENTS:
+        return weight.to(dtype)
+    return weight
 
 
 def _param(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -101,8 +130,9 @@ class _LayerWeights:
 class FusedDecoderWeights:
     """The decoder's weights arranged for one-step decoding (built once per generation call).
 
-    Weight matrices keep their dtype (fused q/k/v is a concatenated copy); biases and layer-norm parameters are
-    cast to the compute dtype.
+    Weight matrices keep their dtype (fused q/k/v is a concatenated copy) except small reduced-precision ones on
+    a CPU (:func:`_matrix`); each bias takes its matrix's dtype, layer-norm parameters the compute dtype (that of
+    the residual stream).
     """
 
     def __init__(self, decoder, dtype: torch.dtype):
@@ -114,14 +144,21 @@ class FusedDecoderWeights:
         self.layers = []
         for layer in decoder.layers:
             sa, ca, ff = layer.self_attn, layer.encoder_attn, layer.feed_forward
+
+            def product(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+                weight = _matrix(weight, dtype)
+                return weight, _param(bias, weight.dtype)
+
+            qkv_w, qkv_b = product(torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),
+                                   _cat_bias(sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias))
+            out_w, out_b = product(sa.out_proj.weight, sa.out_proj.bias)
+            cross_q_w, cross_q_b = product(ca.q_proj.weight, ca.q_proj.bias)
+            cross_out_w, cross_out_b = product(ca.out_proj.weight, ca.out_proj.bias)
+            fc1_w, fc1_b = product(ff.intermediate_dense.weight, ff.intermediate_dense.bias)
+            fc2_w, fc2_b = product(ff.output_dense.weight, ff.output_dense.bias)
             self.layers.append(_LayerWeights(
-                qkv_w=torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]).detach(),
-                qkv_b=_param(_cat_bias(sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias), dtype),
-                out_w=sa.out_proj.weight.detach(), out_b=_param(sa.out_proj.bias, dtype),
-                cross_q_w=ca.q_proj.weight.detach(), cross_q_b=_param(ca.q_proj.bias, dtype),
-                cross_out_w=ca.out_proj.weight.detach(), cross_out_b=_param(ca.out_proj.bias, dtype),
-                fc1_w=ff.intermediate_dense.weight.detach(), fc1_b=_param(ff.intermediate_dense.bias, dtype),
-                fc2_w=ff.output_dense.weight.detach(), fc2_b=_param(ff.output_dense.bias, dtype),
+                qkv_w=qkv_w, qkv_b=qkv_b, out_w=out_w, out_b=out_b, cross_q_w=cross_q_w, cross_q_b=cross_q_b,
+                cross_out_w=cross_out_w, cross_out_b=cross_out_b, fc1_w=fc1_w, fc1_b=fc1_b, fc2_w=fc2_w, fc2_b=fc2_b,
                 self_norm=_Norm.of(layer.self_attn_layer_norm, dtype),
                 cross_norm=_Norm.of(layer.encoder_attn_layer_norm, dtype),
                 final_norm=_Norm.of(layer.final_layer_norm, dtype),
@@ -152,29 +189,30 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
     b = x.shape[0]
     h, hd = weights.num_heads, weights.head_dim
     d = h * hd
+    cd = x.dtype
     keep = None if memory_padding_mask is None else ~memory_padding_mask[:, None, None, :]
     for i, (lw, self_cache) in enumerate(zip(weights.layers, self_caches)):
         # self-attention over the cache plus the new position (no mask: it is the newest)
         y = lw.self_norm(x) if weights.norm_first else x
-        qkv = project(y, lw.qkv_w, lw.qkv_b).view(b, 3, h, 1, hd)
+        qkv = _product(y, lw.qkv_w, lw.qkv_b).to(cd).view(b, 3, h, 1, hd)
         k, v = self_cache.append(qkv[:, 1], qkv[:, 2])
-        if k.dtype != x.dtype:  # filled by the module path in another dtype
-            k, v = k.to(x.dtype), v.to(x.dtype)
+        if k.dtype != cd:  # filled by the module path in another dtype
+            k, v = k.to(cd), v.to(cd)
         a = F.scaled_dot_product_attention(qkv[:, 0], k, v).view(b, d)
-        a = project(a, lw.out_w, lw.out_b)
-        x = x + a if weights.norm_first else lw.self_norm(x + a)
+        a = _product(a, lw.out_w, lw.out_b)
+        x = x + a if weights.norm_first else lw.self_norm(x + a)  # the addition promotes a to x's dtype
         if cross_caches is not None:  # cross-attention to the memory
             y = lw.cross_norm(x) if weights.norm_first else x
-            q = project(y, lw.cross_q_w, lw.cross_q_b).view(b, h, 1, hd)
+            q = _product(y, lw.cross_q_w, lw.cross_q_b).to(cd).view(b, h, 1, hd)
             k, v = cross_caches[i].keys, cross_caches[i].values
-            if k.dtype != x.dtype:
-                k, v = k.to(x.dtype), v.to(x.dtype)
+            if k.dtype != cd:
+                k, v = k.to(cd), v.to(cd)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).view(b, d)
-            a = project(a, lw.cross_out_w, lw.cross_out_b)
+            a = _product(a, lw.cross_out_w, lw.cross_out_b)
             x = x + a if weights.norm_first else lw.cross_norm(x + a)
-        # feed-forward
+        # feed-forward: the hidden layer stays in the weights' dtype between its two products
         y = lw.final_norm(x) if weights.norm_first else x
-        f = project(lw.activation(project(y, lw.fc1_w, lw.fc1_b)), lw.fc2_w, lw.fc2_b)
+        f = _product(lw.activation(_product(y, lw.fc1_w, lw.fc1_b)), lw.fc2_w, lw.fc2_b)
         x = x + f if weights.norm_first else lw.final_norm(x + f)
     if weights.final_norm is not None:
         x = weights.final_norm(x)

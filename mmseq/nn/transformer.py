@@ -249,6 +249,10 @@ class TransformerDecoder(nn.Module):
         if (cache is not None and x.shape[1] == 1 and padding_mask is None and not self.training
                 and not torch.is_grad_enabled() and not output_hidden_states and not output_attentions):
             return DecoderOutput(self._step(x[:, 0], memory, memory_padding_mask, cache)[:, None])
+        in_dtype, weight_dtype = x.dtype, self.layers[0].self_attn.q_proj.weight.dtype
+        if in_dtype != weight_dtype and in_dtype.is_floating_point:  # pre-nets kept in fp32 (set_precision)
+            x = x.to(weight_dtype)
+            memory = None if memory is None else memory.to(weight_dtype)
         hidden = [x] if output_hidden_states else []
         attentions = []
         keep = _layerdrop_keep(len(self.layers), self.layerdrop if cache is None else 0.0, self.training)
@@ -273,7 +277,7 @@ class TransformerDecoder(nn.Module):
             x = self.layer_norm(x)
             if output_hidden_states:
                 hidden[-1] = x
-        return DecoderOutput(x, hidden, attentions)
+        return DecoderOutput(x.to(in_dtype), hidden, attentions)
 
     def fill_cross_cache(self, cache: DecoderCache, memory: Tensor) -> None:
         """Compute every layer's cross-attention keys and values from ``memory [B, S, D_enc]`` into ``cache``.

@@ -23,6 +23,7 @@ from torch import Tensor
 from mmseq.errors import InputError
 from mmseq.nn.conv import conv1d_time_major
 from mmseq.nn.dropout import Dropout
+from mmseq.nn.incremental import project
 from mmseq.nn.linear import Linear
 from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncoding, SinusoidalPositionalEmbedding,
                                  make_positions)
@@ -219,6 +220,14 @@ class SpeechEncoderPrenet(nn.Module):
         return wav, lengths
 
 
+def _speaker_layer(x: Tensor, weight: Tensor, term: Tensor) -> Tensor:
+    """``x [B, T, D] @ weight.T + term[:, None]``; one row streams the weight once (``addmv``)."""
+    b, t, d = x.shape
+    if b * t == 1:
+        return project(x.view(1, d), weight, term.view(-1)).view(1, 1, -1)
+    return torch.baddbmm(term[:, None, :], x, weight.t().expand(b, -1, -1))
+
+
 class SpeechDecoderPrenet(nn.Module):
     """Mel frames ``[B, T, n_mels]`` (+ speaker x-vectors ``[B, S]``) -> ``[B, T, D]``.
 
@@ -253,25 +262,42 @@ class SpeechDecoderPrenet(nn.Module):
         if self.dropout <= 0:
             return x
         keep = 1.0 - self.dropout
-        mask = torch.rand(x.shape[1:], generator=self.generator, device=self.generator.device
-                          if self.generator is not None else None).to(x.device) < keep
-        return x * mask.to(x.dtype) / keep
+        uniform = torch.rand(x.shape[1:], generator=self.generator, device=self.generator.device
+                             if self.generator is not None else None).to(x.device, x.dtype)
+        return x * uniform.lt_(keep).mul_(1.0 / keep)  # in place: the scaled mask in the draws' buffer
 
     def forward(self, frames: Tensor, lengths: Tensor | None = None, offset: int = 0,
-                speaker_embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``frames [B, T, n_mels]``; ``offset`` = steps already decoded; ``speaker_embeddings [B, S]``."""
+                speaker_embeddings: Tensor | None = None,
+                speaker_conditioning: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """``frames [B, T, n_mels]``; ``offset`` = steps already decoded; ``speaker_embeddings [B, S]``, or their
+        :meth:`speaker_conditioning` computed once for a whole generation."""
         if lengths is None:
             lengths = torch.full((frames.shape[0],), frames.shape[1], dtype=torch.long, device=frames.device)
         x = frames
         for layer in self.layers:
             x = self._always_on_dropout(F.relu(layer(x)))
         x = self.encode_positions(self.final_layer(x), offset)
+        if speaker_conditioning is not None:
+            weight, term = speaker_conditioning
+            return F.relu_(_speaker_layer(x, weight, term)), lengths
         if speaker_embeddings is not None:
             if not self.speaker_embedding_dim:
                 raise InputError("this model takes no speaker embeddings")
             spk = F.normalize(speaker_embeddings.to(x.dtype))[:, None, :].expand(-1, x.shape[1], -1)
             x = F.relu(self.speaker_embeds_layer(torch.cat([x, spk], dim=-1)))
         return x, lengths
+
+    def speaker_conditioning(self, speaker_embeddings: Tensor) -> tuple[Tensor, Tensor]:
+        """The speaker layer split for decoding: ``relu(W [x; s/|s|] + b) = relu(W_x x + t)`` with the speaker
+        term ``t = W_s s/|s| + b [B, D]`` computed once per utterance instead of once per step. Returns ``(W_x, t)``
+        (``W_x`` contiguous); select rows of ``t`` as rows leave the batch."""
+        if not self.speaker_embedding_dim:
+            raise InputError("this model takes no speaker embeddings")
+        layer = self.speaker_embeds_layer
+        dim = self.output_dim
+        spk = F.normalize(speaker_embeddings.to(layer.weight.dtype))
+        term = F.linear(spk, layer.weight[:, dim:], layer.bias)
+        return layer.weight[:, :dim].contiguous(), term
 
     def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(0)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import mmseq
+from mmseq.nn import incremental
 from mmseq.nn.backbone import lengths_to_padding_mask
 from mmseq.nn.transformer import LayerSpec, TransformerDecoder, TransformerEncoder
 
@@ -65,8 +66,11 @@ def test_fused_path_reorders_rows_and_sees_new_weights_in_a_new_cache():
                                    rtol=1e-5)
 
 
-def test_fused_path_keeps_reduced_precision_weights_closer_to_fp32_than_the_module_path():
-    # On a CPU a bf16 decoder's fused path computes activations in fp32 and only the weight products in bf16.
+@pytest.mark.parametrize("min_elements", [0, 1 << 20])  # every matrix kept in bf16 / all upcast (the tiny sizes)
+def test_fused_path_keeps_reduced_precision_weights_closer_to_fp32_than_the_module_path(monkeypatch, min_elements):
+    monkeypatch.setattr(incremental, "_REDUCED_MIN_ELEMENTS", min_elements)
+    # On a CPU a bf16 decoder's fused path keeps the residual stream, layer norms and attention in fp32; only the
+    # products (and the feed-forward's hidden layer between them) are bf16.
     torch.manual_seed(0)
     dec = TransformerDecoder(LayerSpec(64, 4, 128), 3, encoder_dim=64).eval()
     x, memory = torch.randn(1, 12, 64), torch.randn(1, 9, 64)

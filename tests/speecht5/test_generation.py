@@ -154,3 +154,46 @@ def test_generation_terminates_at_the_length_bound(tts_pair):
     _, ours = tts_pair
     out = ours.generate_speech(torch.tensor([[5, 6, 7, 2]]), threshold=10.0, max_len_ratio=3.0)  # never stops
     assert out.lengths.tolist() == [int(4 * 3.0 / 2) * 2]
+
+
+@pytest.mark.parametrize("batch, steps", [(1, 1), (3, 4)])
+def test_prenet_speaker_conditioning_equals_the_concatenated_speaker_layer(tts_pair, batch, steps):
+    # Generation splits the speaker layer once per call (W_x and a per-row speaker term); same outputs.
+    _, ours = tts_pair
+    prenet = ours.decoder_prenet
+    frames, spk = torch.randn(batch, steps, prenet.num_mel_bins), torch.randn(batch, 8)
+    with torch.no_grad():
+        full, _ = prenet(frames, None, offset=3, speaker_embeddings=spk)
+        split, _ = prenet(frames, None, offset=3, speaker_conditioning=prenet.speaker_conditioning(spk))
+    torch.testing.assert_close(split, full, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_on_cpu_casts_only_the_decoder_and_stays_close(monkeypatch, dtype):
+    """set_precision on a CPU: pre-/post-nets and encoder stay fp32, the decoder is cast; generation (fused
+    path, with the size threshold lowered so the tiny model's products really run in reduced precision) and
+    teacher forcing (module path, fp32 pre-net output into the reduced decoder) stay close to fp32."""
+    from mmseq.inference import set_precision
+    from mmseq.nn import incremental
+
+    monkeypatch.setattr(incremental, "_REDUCED_MIN_ELEMENTS", 0)
+    torch.manual_seed(0)
+    ref = mmseq.create_model("speecht5_tts_tiny", speech_prenet_dropout=0.0).eval()
+    low = mmseq.create_model("speecht5_tts_tiny", speech_prenet_dropout=0.0).eval()
+    low.load_state_dict(ref.state_dict())
+    low = set_precision(low, dtype, torch.device("cpu"))
+    assert low.decoder.layers[0].feed_forward.intermediate_dense.weight.dtype == dtype
+    assert low.decoder_prenet.final_layer.weight.dtype == torch.float32
+    assert low.decoder_postnet.feat_out.weight.dtype == torch.float32
+    ids, lengths = torch.tensor([[5, 6, 7, 8, 9, 2]]), torch.tensor([6])
+    spk = torch.randn(1, 8)
+    a = ref.generate_speech(ids, lengths, speaker_embeddings=spk, threshold=1e9, max_len_ratio=4.0)
+    b = low.generate_speech(ids, lengths, speaker_embeddings=spk, threshold=1e9, max_len_ratio=4.0)
+    assert b.mel.dtype == torch.float32 and b.lengths.tolist() == a.lengths.tolist()
+    assert ((b.mel - a.mel).abs().sum() / a.mel.abs().sum()).item() < 2e-2
+    frames = torch.randn(1, 5, ref.decoder_postnet.num_mel_bins)
+    with torch.no_grad():
+        full = ref(ids, lengths, frames, None, speaker_embeddings=spk).outputs.mel_after
+        reduced = low(ids, lengths, frames, None, speaker_embeddings=spk).outputs.mel_after
+    assert reduced.dtype == torch.float32
+    assert ((reduced - full).abs().sum() / full.abs().sum()).item() < 2e-2
