@@ -7,7 +7,9 @@ Reports medians of several runs and ratios (transformers time / mmseq time: > 1 
   * a training forward+backward (ASR, teacher-forced), with its achieved FLOP/s against a measured matmul peak;
   * the weight-streaming bound of one batch-1 TTS decoder step: a matrix-vector product through every weight a
     step reads (speech pre-net, decoder layers, post-net heads).
-Outputs are checked for identity (fp32) and for relative L1 (bf16 mel against fp32 mel).
+Outputs are checked for identity (fp32) and for relative L1 (bf16 mel against fp32 mel). The cases compared in a
+row are timed in turn, one call each per round (``timing.median_times``), so a slow spell of a shared host hits
+both sides alike.
 
 Usage: python bench/speecht5_vs_transformers.py [--repeats 5] [--steps 60] [--threads N]
 """
@@ -22,7 +24,7 @@ import torch
 
 import mmseq
 from mmseq.inference import set_precision
-from timing import median_time  # bench/timing.py
+from timing import median_time, median_times  # bench/timing.py
 
 
 # A random ASR model ends after a few tokens; with an end token it can never emit, both sides decode every
@@ -121,36 +123,45 @@ def main() -> None:
         diff = max((got.mel[i, : n - edge] - ref[i, : n - edge]).abs().max().item()
                    for i, n in enumerate(got.lengths.tolist()))
         dropout_off(False)
-        hf_s, ours_s = median_time(hf_run, args.repeats), median_time(ours_run, args.repeats)
         if batch == 1:
             # A call = encoder + steps; the marginal cost of a step, (t(steps) - t(steps / 2)) / (steps / 2),
             # leaves out what a call pays once (encoder, post-net convolution) and is what the bound bounds.
             half = ratio / 2
-
-            def marginal(run) -> float:
-                return (median_time(run, args.repeats) - median_time(lambda: run(ratio=half), args.repeats)) / (
-                    args.steps - args.steps // 2)
-
-            row(f"TTS fp32, batch 1, whole call (encoder + {args.steps} steps)", hf_s, ours_s, args.steps, "step",
-                f"max abs diff {diff:.1e}")
-            hf_step, tts_step_s = marginal(hf_run), marginal(ours_run)
-            row(f"TTS fp32, batch 1, one decoder step (marginal, steps {args.steps // 2}-{args.steps})", hf_step,
-                tts_step_s, 1, "step", "")
+            lows, rel_l1 = {}, {}
             for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
                 low = set_precision(mmseq.load(tmp / "tts").eval(), dtype, torch.device("cpu"))
                 dropout_off(True)
                 low.decoder_prenet.dropout = 0.0
                 fp32_mel = ours_run().mel
                 low_mel = ours_run(low).mel.float()
-                rel_l1 = ((low_mel - fp32_mel).abs().sum() / fp32_mel.abs().sum()).item()
+                rel_l1[name] = ((low_mel - fp32_mel).abs().sum() / fp32_mel.abs().sum()).item()
                 dropout_off(False)
                 low.decoder_prenet.dropout = 0.5
-                low_s = median_time(lambda: ours_run(low), args.repeats)
-                row(f"TTS {name} decoder (mmseq) vs fp32 (transformers), batch 1, whole call", hf_s, low_s,
-                    args.steps, "step", f"mel rel. L1 vs fp32 {rel_l1:.1e}")
+                lows[name] = low
+            # every case timed in turn, round by round (bench/timing.py: median_times)
+            cases = {"hf": hf_run, "hf half": lambda: hf_run(ratio=half), "fp32": ours_run,
+                     "fp32 half": lambda: ours_run(ratio=half)}
+            for name, low in lows.items():
+                cases[name] = lambda low=low: ours_run(low)
+                cases[name + " half"] = lambda low=low: ours_run(low, half)
+            t = dict(zip(cases, median_times(list(cases.values()), args.repeats)))
+            steps_half = args.steps - args.steps // 2
+
+            def marginal(key: str) -> float:
+                return (t[key] - t[key + " half"]) / steps_half
+
+            hf_s, ours_s, hf_step, tts_step_s = t["hf"], t["fp32"], marginal("hf"), marginal("fp32")
+            row(f"TTS fp32, batch 1, whole call (encoder + {args.steps} steps)", hf_s, ours_s, args.steps, "step",
+                f"max abs diff {diff:.1e}")
+            row(f"TTS fp32, batch 1, one decoder step (marginal, steps {args.steps // 2}-{args.steps})", hf_step,
+                tts_step_s, 1, "step", "")
+            for name in lows:
+                row(f"TTS {name} decoder (mmseq) vs fp32 (transformers), batch 1, whole call", hf_s, t[name],
+                    args.steps, "step", f"mel rel. L1 vs fp32 {rel_l1[name]:.1e}")
                 row(f"TTS {name} decoder (mmseq) vs fp32 (transformers), batch 1, one decoder step (marginal)",
-                    hf_step, marginal(lambda ratio=ratio: ours_run(low, ratio)), 1, "step", "")
+                    hf_step, marginal(name), 1, "step", "")
         else:
+            hf_s, ours_s = median_times([hf_run, ours_run], args.repeats)
             frames = int(got.lengths.sum())
             row(f"TTS fp32, batch {batch}, texts of {min(text_lens)}-{max(text_lens)} chars", hf_s, ours_s, frames,
                 "output frame", f"rows equal transformers' first frames but the last 10 (max abs {diff:.1e}); transformers "
@@ -180,8 +191,8 @@ def main() -> None:
 
         ref, got = hf_asr_run(), ours_asr_run()
         same = all(r[r.ne(1)].tolist() == o[o.ne(1)].tolist() for r, o in zip(ref, got))
-        hf_s, ours_s = median_time(hf_asr_run, args.repeats), median_time(ours_asr_run, args.repeats)
-        hf_enc_s, ours_enc_s = median_time(hf_encoder_run, args.repeats), median_time(ours_encoder_run, args.repeats)
+        hf_s, ours_s, hf_enc_s, ours_enc_s = median_times([hf_asr_run, ours_asr_run, hf_encoder_run,
+                                                           ours_encoder_run], args.repeats)
         name = "ASR greedy, batch 1" if beams == 1 else f"ASR beam {beams}, batch {batch}"
         # The encoder runs once per call and does the same work on both sides: with mmseq's decoding taking no
         # time at all the speed-up could not exceed hf_s / ours_enc_s.
@@ -204,7 +215,7 @@ def main() -> None:
     def ours_train():
         ours_asr(wav, None, dec_in, None).outputs.float().mean().backward()
 
-    hf_s, ours_s = median_time(hf_train, args.repeats), median_time(ours_train, args.repeats)
+    hf_s, ours_s = median_times([hf_train, ours_train], args.repeats)
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:

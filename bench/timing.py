@@ -16,3 +16,18 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median wall times (seconds) of several functions measured in turn, one call of each per round, after one
+    warm-up call each: on a shared machine a slow spell then hits every function alike instead of whichever
+    happened to be timed during it."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, slot in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            slot.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
