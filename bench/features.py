@@ -19,14 +19,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import platform
-import statistics
-import time
 
 import librosa
 import numpy as np
 import torch
 
 from mmseq.data.features import SpeechT5LogMel
+from timing import median_times  # bench/timing.py
 
 
 def make_batch(batch_size: int, seed: int) -> list[np.ndarray]:
@@ -40,19 +39,6 @@ def librosa_log_mel(wave: np.ndarray) -> np.ndarray:
         y=wave, sr=16000, n_fft=1024, hop_length=256, win_length=1024, window="hann", center=True,
         pad_mode="reflect", power=1.0, n_mels=80, fmin=80, fmax=7600, htk=False, norm="slaney")
     return np.log10(np.maximum(1e-10, mel)).T  # [frames, 80]
-
-
-def median_seconds(fns, repeats: int) -> list[float]:
-    """Median time of each function; runs are interleaved so both sides see the same machine load."""
-    times: list[list[float]] = [[] for _ in fns]
-    for fn in fns:
-        fn()  # warm-up
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -92,7 +78,7 @@ def main() -> None:
         mel, frames = ours()
         reference = theirs()
         diff = max(float(np.abs(mel[i, : frames[i]].numpy() - r).max()) for i, r in enumerate(reference))
-        t_ours, t_one_pass, t_theirs = median_seconds([ours, ours_one_pass, theirs], args.repeats)
+        t_ours, t_one_pass, t_theirs = median_times([ours, ours_one_pass, theirs], args.repeats)
         print(f"| {batch_size} | {sum(len(w) for w in waves) / 16000:.1f} | {t_ours * 1e3:.1f} | "
               f"{t_one_pass * 1e3:.1f} | {t_theirs * 1e3:.1f} | {t_theirs / t_ours:.2f}x | {diff:.1e} |")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,22 +38,22 @@ def row(name: str, hf_s: float, ours_s: float, unit_count: int, unit: str, note:
           f"ms/{unit} | {note} |")
 
 
-def decoder_step_bound(model, repeats: int) -> float:
-    """Seconds to stream every weight one TTS decoder step reads through a batch-1 matrix-vector product: the
-    speech pre-net, every decoder layer except the cross-attention key/value projections (computed once per
-    utterance), and the post-net's frame and stop heads."""
-    weights = [m.weight for name, m in model.named_modules()
+def decoder_step_bound(model, dtype: torch.dtype = torch.float32) -> Callable[[], None]:
+    """A function streaming every weight one TTS decoder step reads, in ``dtype``, through a batch-1
+    matrix-vector product: the speech pre-net, every decoder layer except the cross-attention key/value
+    projections (computed once per utterance), and the post-net's frame and stop heads. Its time is the bound."""
+    weights = [m.weight.detach().to(dtype) for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear)
                and name.startswith(("decoder.", "decoder_prenet.", "decoder_postnet.feat_out",
                                     "decoder_postnet.prob_out"))
                and not name.endswith(("encoder_attn.k_proj", "encoder_attn.v_proj"))]
-    xs = [torch.randn(w.shape[1]) for w in weights]
+    xs = [torch.randn(w.shape[1], dtype=dtype) for w in weights]
 
     def stream():
         for w, x in zip(weights, xs):
             torch.mv(w, x)
 
-    return median_time(stream, repeats)
+    return stream
 
 
 def matmul_peak(repeats: int) -> float:
@@ -226,9 +227,12 @@ def main() -> None:
         f"mmseq {flops / ours_s / 1e9:.0f} GFLOP/s = {flops / ours_s / peak:.0%} of matmul peak "
         f"{peak / 1e9:.0f} GFLOP/s")
 
-    bound = decoder_step_bound(ours_tts, args.repeats)
+    bound, bf16_bound, fp16_bound = median_times([decoder_step_bound(ours_tts, dtype) for dtype in
+                                                  (torch.float32, torch.bfloat16, torch.float16)], args.repeats)
     print(f"\nTTS batch-1 decoder step (marginal): mmseq {1e3 * tts_step_s:.2f} ms; weight-streaming bound "
           f"{1e3 * bound:.2f} ms (ratio {tts_step_s / bound:.2f})")
+    print(f"The same weights streamed in bf16: {1e3 * bf16_bound:.2f} ms ({bound / bf16_bound:.2f}x fp32's speed), "
+          f"in fp16: {1e3 * fp16_bound:.2f} ms ({bound / fp16_bound:.2f}x)")
 
 
 if __name__ == "__main__":
