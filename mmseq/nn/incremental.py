@@ -10,11 +10,11 @@ the same arithmetic with fewer, larger operators:
 * a single row uses ``addmv`` (weights streamed once, bias fused), many rows ``addmm``;
 * no masks are built (one query at the newest position sees every cached key; an unpadded memory needs none);
 * with reduced-precision weights on a CPU (:func:`mmseq.inference.set_precision`), the residual stream, layer
-  norms and attention stay in fp32, which keeps the drift of long autoregressive outputs small, while the
-  weights stream at half the bytes. A projection's input is rounded to the weights' dtype and its output (bias
+  norms and attention stay in fp32, which keeps the drift of long autoregressive outputs small, while the large
+  matrices stream at half the bytes. A projection's input is rounded to the weights' dtype and its output (bias
   included) stays there: the feed-forward's hidden layer goes from one product to the next without a round trip,
   and the residual addition brings the sublayer's output back to fp32 as it adds (no separate cast). Rounding
-  the output costs no accuracy that the next product's rounded input would not (``addmv`` accumulates in fp32);
+  the output costs no accuracy that the next product's rounded input would not (``mv`` accumulates in fp32);
   attention runs in fp32 because CPU SDPA is about 3x slower in bf16/fp16 for one query.
 
 :meth:`TransformerDecoder.forward` takes this path for one new step in eval mode without gradients; the module
@@ -64,17 +64,20 @@ def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _product(y: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """One step's product in the weight's dtype (``y`` rounded to it; the output stays in it)."""
-    return project(y.to(weight.dtype), weight, bias)
+    """One step's product: for one row in the weight's dtype (``y`` rounded to it; the output stays in it); for
+    many rows in ``y``'s dtype (CPU bf16/fp16 matrix products are compute-bound and slow)."""
+    if y.shape[0] == 1 or y.dtype == weight.dtype:
+        return project(y.to(weight.dtype), weight, bias)
+    return F.linear(y, weight.to(y.dtype), None if bias is None else bias.to(y.dtype))
 
 
 def _matrix(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """A weight for the one-step path: reduced precision is kept only where it streams faster than ``dtype``.
 
     On a CPU without bf16/fp16 arithmetic a reduced-precision ``mv`` converts every element, which costs more
-    than the bytes it saves below about a million elements (``bench/speecht5_vs_transformers.py``: at 768 x 768
-    a bf16 product takes longer than fp32, at 3072 x 768 it is about 1.5x faster); smaller matrices are upcast
-    once per generation call.
+    than the bytes it saves below about a million elements (``bench/README.md``, SpeechT5: at 768 x 768 a bf16
+    ``mv`` took 70 µs against fp32's 55, at 3072 x 768 175 µs against 280); smaller matrices are upcast once per
+    generation call.
     """
     weight = weight.detach()
     if weight.dtype != dtype and weight.device.type == "cpu" and weight.numel() < _REDUCED_MIN_ELEMENTS:

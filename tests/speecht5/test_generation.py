@@ -191,6 +191,13 @@ def test_reduced_precision_on_cpu_casts_only_the_decoder_and_stays_close(monkeyp
     b = low.generate_speech(ids, lengths, speaker_embeddings=spk, threshold=1e9, max_len_ratio=4.0)
     assert b.mel.dtype == torch.float32 and b.lengths.tolist() == a.lengths.tolist()
     assert ((b.mel - a.mel).abs().sum() / a.mel.abs().sum()).item() < 2e-2
+    # a batch (several rows through the one-step path) with a row leaving early
+    batch_ids = torch.tensor([[5, 6, 7, 8, 9, 2], [10, 11, 12, 2, 1, 1]])
+    batch_lengths, batch_spk = torch.tensor([6, 4]), torch.randn(2, 8)
+    a2 = ref.generate_speech(batch_ids, batch_lengths, speaker_embeddings=batch_spk, threshold=1e9, max_len_ratio=4.0)
+    b2 = low.generate_speech(batch_ids, batch_lengths, speaker_embeddings=batch_spk, threshold=1e9, max_len_ratio=4.0)
+    assert b2.lengths.tolist() == a2.lengths.tolist() == [24, 16]  # the second row leaves the batch first
+    assert ((b2.mel - a2.mel).abs().sum() / a2.mel.abs().sum()).item() < 2e-2
     frames = torch.randn(1, 5, ref.decoder_postnet.num_mel_bins)
     with torch.no_grad():
         full = ref(ids, lengths, frames, None, speaker_embeddings=spk).outputs.mel_after
