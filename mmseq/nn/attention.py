@@ -174,7 +174,8 @@ class MultiheadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         # On the CPU, SDPA cannot differentiate a float mask in a fused kernel and falls back to a math path
         # that copies more than plain eager attention does (bench/attention.py measured it); with dropout it
-        # takes the same math path but draws its mask with bernoulli_, which mmseq.nn.dropout does 2x cheaper.
+        # takes the same math path but draws its mask with bernoulli_, several times slower than mmseq.nn.dropout
+        # (bench/dropout.py).
         on_cpu = q.device.type == "cpu"
         eager = on_cpu and ((bias is not None and bias.requires_grad) or dropout > 0)
         if need_weights or eager:
