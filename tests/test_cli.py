@@ -32,6 +32,8 @@ def test_train_then_eval_the_best_checkpoint(tmp_path, capsys):
     (["train", RECIPE, "model=nope"], "unknown model 'nope'"),
     (["train", RECIPE, "model_args.dimm=8"], "'dimm'"),
     (["eval", RECIPE, "--checkpoint", "/nonexistent"], "checkpoint '/nonexistent' does not exist"),
+    (["train", "recipes/tera/phone/configs/synth.yaml"], "recipes/tera/phone/train.py recipes/tera/phone/configs"),
+    (["eval", "recipes/tera/intent/configs/synth.yaml", "--checkpoint", "x"], "instead of 'mmseq eval'"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(argv, message):
     result = subprocess.run([sys.executable, "-m", "mmseq", *argv], capture_output=True, text=True)

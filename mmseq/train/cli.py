@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+
+def _check_task(task: str, config: str, command: str) -> None:
+    """A task defined by a recipe (registered when its own script imports it) gets an error naming that script."""
+    from mmseq.errors import ConfigError
+    from mmseq.train.tasks import list_tasks
+
+    if task in list_tasks():
+        return
+    script = Path(config).resolve().parent.parent / "train.py"
+    if script.is_file():
+        raise ConfigError(f"task {task!r} is defined by its recipe, not by mmseq: run "
+                          f"'python {script} {config} [key=value ...]' instead of 'mmseq {command}'")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -11,7 +25,9 @@ def _train(args: argparse.Namespace) -> int:
     from mmseq.train.config import RunConfig
     from mmseq.train.loop import train
 
-    train(load_config(RunConfig, args.config, args.overrides))
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    _check_task(cfg.task, args.config, "train")
+    train(cfg)
     return 0
 
 
@@ -25,6 +41,7 @@ def _eval(args: argparse.Namespace) -> int:
     from mmseq.train.tasks import build_task
 
     cfg = load_config(RunConfig, args.config, args.overrides)
+    _check_task(cfg.task, args.config, "eval")
     task = build_task(cfg.task, cfg.task_args)
     if task.val_set is None:
         raise ConfigError(f"task {cfg.task!r} has no validation set to evaluate on")
