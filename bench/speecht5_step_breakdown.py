@@ -1,0 +1,98 @@
+"""Where one batch-1 SpeechT5 TTS decoder step spends its time beyond streaming the weights (mmseq only).
+
+On SpeechT5-base sizes with random weights, after 45 generated steps (the cache holds 45 positions), times in turn,
+round by round (``timing.median_times``):
+  * ``products``: the 36 matrix-vector products of one decoder step (``addmv`` through the fused weights, bias
+    fused), back to back: what the step must stream;
+  * ``products + layer norm``: the same with a 768-wide layer norm after each product, and ``layer norms``: those
+    36 layer norms alone. The difference between the two shows what a small operator costs when it runs between
+    weight streams rather than in a tight loop;
+  * ``decode_step``: the decoder's one-step path (``mmseq.nn.incremental.decode_step``);
+  * ``generation step``: speech pre-net, decoder and post-net heads, as ``generate_speech`` runs them.
+
+Usage: python bench/speecht5_step_breakdown.py [--repeats 31] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from mmseq.generation.speech import encode
+from mmseq.nn.incremental import decode_step
+from mmseq.registry import create_model
+from timing import median_times  # bench/timing.py
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model("speecht5_tts_base").eval()
+    prenet, postnet, decoder = model.decoder_prenet, model.decoder_postnet, model.decoder
+    prenet.dropout = 0.0
+    ids = torch.randint(4, 80, (1, 40))
+    with torch.no_grad():
+        enc, _ = encode(model, ids, torch.tensor([40]))
+        cache = decoder.new_cache()
+        conditioning = prenet.speaker_conditioning(torch.randn(1, 512))
+        last = torch.zeros(1, 1, postnet.num_mel_bins)
+        for _ in range(45):
+            hidden, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
+            out = decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
+            last = postnet.frames(out)[:, -1:, :]
+    fused, x = cache.fused, hidden[:, 0]
+    mats = [(w, b, torch.randn(w.shape[1])) for lw in fused.layers
+            for w, b in ((lw.qkv_w, lw.qkv_b), (lw.out_w, lw.out_b), (lw.cross_q_w, lw.cross_q_b),
+                         (lw.cross_out_w, lw.cross_out_b), (lw.fc1_w, lw.fc1_b), (lw.fc2_w, lw.fc2_b))]
+    norm = torch.randn(1, x.shape[1])
+
+    def rewind() -> None:  # drop the position a timed step appended, so every call sees 45 cached positions
+        for c in cache.self_attn:
+            c.length -= 1
+
+    def products():
+        for w, b, v in mats:
+            torch.addmv(b, w, v)
+
+    def products_and_norms():
+        for w, b, v in mats:
+            torch.addmv(b, w, v)
+            F.layer_norm(norm, norm.shape[1:])
+
+    def norms():
+        for _ in mats:
+            F.layer_norm(norm, norm.shape[1:])
+
+    def one_decode_step():
+        decode_step(fused, x, cache.self_attn, cache.cross_attn, None)
+        rewind()
+
+    def generation_step():
+        h, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
+        o = decoder(h, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
+        postnet.frames(o), torch.sigmoid(postnet.stop_logits(o))
+        rewind()
+
+    cases = {"products (36 addmv)": products, "products + layer norm after each": products_and_norms,
+             "layer norms alone (36)": norms, "decode_step": one_decode_step, "generation step": generation_step}
+    with torch.no_grad():
+        times = dict(zip(cases, median_times(list(cases.values()), args.repeats)))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; median of {args.repeats}, ms\n")
+    for name, t in times.items():
+        print(f"{name:34s} {1e3 * t:7.2f}")
+    p, pn, n = (times[k] for k in list(cases)[:3])
+    print(f"\na layer norm costs {1e6 * n / len(mats):.1f} µs in a tight loop and {1e6 * (pn - p) / len(mats):.1f} µs "
+          f"between weight streams")
+    print(f"decode_step / its products: {times['decode_step'] / p:.2f}; "
+          f"generation step / products: {times['generation step'] / p:.2f}")
+
+
+if __name__ == "__main__":
+    main()
