@@ -33,6 +33,9 @@ class KVCache:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self.length = 0
+        # Anything derived from the stored keys/values (the one-step path's folded cross-attention,
+        # mmseq.nn.incremental); cleared whenever they change.
+        self.derived: object | None = None
 
     @property
     def keys(self) -> Tensor | None:
@@ -49,6 +52,7 @@ class KVCache:
     def set(self, k: Tensor, v: Tensor) -> None:
         """Store K/V computed once (cross-attention)."""
         self._k, self._v, self.length = k, v, k.shape[2]
+        self.derived = None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append new steps ``[B, H, t, D]``; returns all keys and values so far."""
@@ -64,6 +68,7 @@ class KVCache:
         self._k.narrow(2, self.length, k.shape[2]).copy_(k)
         self._v.narrow(2, self.length, v.shape[2]).copy_(v)
         self.length = new_len
+        self.derived = None
         return self.keys, self.values
 
     def select(self, index: Tensor) -> None:
@@ -71,6 +76,7 @@ class KVCache:
         if self._k is not None:
             self._k = self._k.index_select(0, index)
             self._v = self._v.index_select(0, index)
+        self.derived = None
 
 
 class MultiheadAttention(nn.Module):

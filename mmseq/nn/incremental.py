@@ -9,6 +9,10 @@ the same arithmetic with fewer, larger operators:
   call, when the :class:`~mmseq.nn.transformer.DecoderCache` is first used);
 * a single row uses ``addmv`` (weights streamed once, bias fused), many rows ``addmm``;
 * no masks are built (one query at the newest position sees every cached key; an unpadded memory needs none);
+* at batch 1 with a short memory (heads x memory length <= width: a TTS text of up to 64 tokens in SpeechT5-base),
+  cross-attention folds its query and output projections into the memory's keys and values once per generation
+  call (:func:`fold_cross_attention`), so a step reads two ``[heads * S, D]`` matrices instead of two ``[D, D]``
+  ones and runs no SDPA call;
 * with reduced-precision weights on a CPU (:func:`mmseq.inference.set_precision`), the residual stream, layer
   norms and attention stay in fp32, which keeps the drift of long autoregressive outputs small, while the large
   matrices stream at half the bytes. A projection's input is rounded to the weights' dtype and its output (bias
@@ -182,6 +186,42 @@ def cross_keys_values(decoder, memory: Tensor, dtype: torch.dtype) -> list[tuple
     return out
 
 
+def fold_cross_attention(keys: Tensor, values: Tensor, lw: _LayerWeights, padding_mask: Tensor | None
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer's cross-attention for a single row with its query and output projections folded into the memory.
+
+    With ``keys``/``values`` ``[1, H, S, hd]`` of the memory, the scaled score of head h at memory position s for
+    an input y is ``K[h, s] . (Wq_h y + bq_h) / sqrt(hd)`` = ``score_w[(h, s)] . y + score_b[(h, s)]``, and the
+    output is ``Wo (concat_h sum_s p[h, s] V[h, s]) + bo`` = ``value_w @ p + bo`` with column (h, s) of ``value_w``
+    equal to ``Wo_h V[h, s]``. Returns ``score_w [H*S, D]``, ``score_b [H*S]`` (-inf at padded positions of
+    ``padding_mask [1, S]``) and ``value_w [D, H*S]``, in the keys' dtype.
+    """
+    _, h, s, hd = keys.shape
+    k, v, dtype = keys[0], values[0], keys.dtype
+    scale = hd**-0.5
+    d = h * hd
+    score_w = torch.bmm(k, lw.cross_q_w.to(dtype).view(h, hd, d)).mul_(scale).view(h * s, d)
+    if lw.cross_q_b is None:
+        score_b = k.new_zeros(h * s)
+    else:
+        score_b = torch.bmm(k, lw.cross_q_b.to(dtype).view(h, hd, 1)).mul_(scale).view(h * s)
+    if padding_mask is not None:
+        score_b = score_b.masked_fill(padding_mask[0].repeat(h), float("-inf"))
+    per_head_out = lw.cross_out_w.to(dtype).view(d, h, hd).transpose(0, 1)  # [H, D, hd]
+    value_w = torch.bmm(per_head_out, v.transpose(1, 2)).permute(1, 0, 2).reshape(d, h * s)
+    return score_w, score_b, value_w
+
+
+def _folded(cache, lw: _LayerWeights, padding_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The folded cross-attention of a one-row cross cache when it reads fewer bytes than the projections, built
+    on first use and kept on the cache (:attr:`KVCache.derived`, cleared when its keys/values change)."""
+    if cache.derived is None:
+        _, heads, length, head_dim = cache.keys.shape
+        short = heads * length <= heads * head_dim  # the folded matrices are no larger than the projections
+        cache.derived = fold_cross_attention(cache.keys, cache.values, lw, padding_mask) if short else False
+    return cache.derived or None
+
+
 def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_caches,
                 memory_padding_mask: Tensor | None) -> Tensor:
     """Run every layer on one new position ``x [B, D]`` (compute dtype); appends to the self-attention caches.
@@ -206,12 +246,21 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
         x = x + a if weights.norm_first else lw.self_norm(x + a)  # the addition promotes a to x's dtype
         if cross_caches is not None:  # cross-attention to the memory
             y = lw.cross_norm(x) if weights.norm_first else x
-            q = _product(y, lw.cross_q_w, lw.cross_q_b).to(cd).view(b, h, 1, hd)
-            k, v = cross_caches[i].keys, cross_caches[i].values
-            if k.dtype != cd:
-                k, v = k.to(cd), v.to(cd)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).view(b, d)
-            a = _product(a, lw.cross_out_w, lw.cross_out_b)
+            cross = cross_caches[i]
+            folded = _folded(cross, lw, memory_padding_mask) if b == 1 and cross.keys.dtype == cd else None
+            if folded is not None:
+                score_w, score_b, value_w = folded
+                p = torch.softmax(torch.addmv(score_b, score_w, y.view(-1)).view(h, -1), -1)
+                a = torch.mv(value_w, p.view(-1)).view(1, d)
+                if lw.cross_out_b is not None:
+                    a = a.add_(lw.cross_out_b)
+            else:
+                q = _product(y, lw.cross_q_w, lw.cross_q_b).to(cd).view(b, h, 1, hd)
+                k, v = cross.keys, cross.values
+                if k.dtype != cd:
+                    k, v = k.to(cd), v.to(cd)
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).view(b, d)
+                a = _product(a, lw.cross_out_w, lw.cross_out_b)
             x = x + a if weights.norm_first else lw.cross_norm(x + a)
         # feed-forward: the hidden layer stays in the weights' dtype between its two products
         y = lw.final_norm(x) if weights.norm_first else x

@@ -47,6 +47,29 @@ def test_fused_one_step_path_equals_module_path(norm_first, batch, padded, with_
     assert fused_cache.length == 10
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("memory_len, padded, folds", [(6, False, True), (8, True, True), (9, False, False)])
+def test_one_row_cross_attention_folds_its_projections_into_a_short_memory(norm_first, memory_len, padded, folds):
+    # 4 heads x 8 memory positions <= width 32: the query/output projections are folded into the memory's keys
+    # and values (mmseq.nn.incremental.fold_cross_attention); 9 positions are too many to pay off.
+    torch.manual_seed(0)
+    dec = TransformerDecoder(LayerSpec(32, 4, 64, norm_first=norm_first), 3, encoder_dim=24).eval()
+    x, memory = torch.randn(1, 7, 32), torch.randn(1, memory_len, 24)
+    memory_pad = lengths_to_padding_mask(torch.tensor([memory_len - 3]), memory_len) if padded else None
+    if padded:  # padded positions must not count: make them loud
+        memory[:, memory_len - 3:] = 100.0
+    full = dec(x, None, memory, memory_pad).last_hidden_state
+    cache = dec.new_cache()
+    with torch.no_grad():
+        steps = torch.cat([dec(x[:, i : i + 1], None, memory, memory_pad, cache=cache).last_hidden_state
+                           for i in range(7)], 1)
+    derived = [c.derived for c in cache.cross_attn]
+    assert all(isinstance(d, tuple) for d in derived) if folds else all(d is False for d in derived)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+    cache.select(torch.tensor([0]))  # the cross caches change: what was folded from them is dropped
+    assert all(c.derived is None for c in cache.cross_attn)
+
+
 def test_fused_path_reorders_rows_and_sees_new_weights_in_a_new_cache():
     torch.manual_seed(0)
     dec = TransformerDecoder(LayerSpec(16, 2, 32), 2, encoder_dim=16).eval()
