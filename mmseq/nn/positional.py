@@ -98,10 +98,13 @@ class ScaledPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """``x [B, T, dim]`` -> same shape; ``offset`` is the position of the first step (incremental use)."""
-        end = offset + x.shape[1]
+        return self.dropout(x + self.scaled(offset, offset + x.shape[1], x.dtype))
+
+    def scaled(self, start: int, end: int, dtype: torch.dtype) -> Tensor:
+        """``alpha * pe[start:end]`` in ``dtype`` (the table grows on demand)."""
         if end > self.pe.shape[0]:
             self.pe = interleaved_sinusoidal_table(end, self.dim).to(self.pe.device)
-        return self.dropout(x + self.alpha * self.pe[offset:end].to(x.dtype))
+        return self.alpha * self.pe[start:end].to(dtype)
 
 
 class ConvPositionalEmbedding(nn.Module):

@@ -273,6 +273,9 @@ class SpeechDecoderPrenet(nn.Module):
         :meth:`speaker_conditioning` computed once for a whole generation."""
         if lengths is None:
             lengths = torch.full((frames.shape[0],), frames.shape[1], dtype=torch.long, device=frames.device)
+        if (frames.shape[1] == 1 and speaker_conditioning is not None and not self.training
+                and not torch.is_grad_enabled()):
+            return self._one_step(frames[:, 0], offset, speaker_conditioning)[:, None], lengths
         x = frames
         for layer in self.layers:
             x = self._always_on_dropout(F.relu(layer(x)))
@@ -286,6 +289,19 @@ class SpeechDecoderPrenet(nn.Module):
             spk = F.normalize(speaker_embeddings.to(x.dtype))[:, None, :].expand(-1, x.shape[1], -1)
             x = F.relu(self.speaker_embeds_layer(torch.cat([x, spk], dim=-1)))
         return x, lengths
+
+    def _one_step(self, x: Tensor, offset: int, speaker_conditioning: tuple[Tensor, Tensor]) -> Tensor:
+        """:meth:`forward` for one frame per row, ``x [B, n_mels]``, while generating (eval mode, no gradients):
+        the same arithmetic with one-row products (:func:`~mmseq.nn.incremental.project`) and no module calls,
+        which cost more than the arithmetic at this size. The dropout masks draw the same numbers."""
+        for layer in self.layers:
+            x = self._always_on_dropout(F.relu_(project(x, layer.weight, layer.bias)))
+        final = self.final_layer
+        x = project(x, final.weight, final.bias).add_(self.encode_positions.scaled(offset, offset + 1, x.dtype))
+        weight, term = speaker_conditioning
+        if x.shape[0] == 1:
+            return F.relu_(project(x, weight, term.view(-1)))
+        return F.relu_(torch.addmm(term, x, weight.t()))
 
     def speaker_conditioning(self, speaker_embeddings: Tensor) -> tuple[Tensor, Tensor]:
         """The speaker layer split for decoding: ``relu(W [x; s/|s|] + b) = relu(W_x x + t)`` with the speaker

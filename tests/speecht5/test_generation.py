@@ -168,6 +168,29 @@ def test_prenet_speaker_conditioning_equals_the_concatenated_speaker_layer(tts_p
     torch.testing.assert_close(split, full, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_prenet_one_step_path_equals_the_module_path_with_the_same_dropout_masks(tts_pair, batch):
+    # While generating (eval, no gradients, one frame per row) the pre-net skips its module calls; with
+    # gradients enabled the same call takes the module path. Same seed, same masks, same output.
+    _, ours = tts_pair
+    prenet = ours.decoder_prenet
+    frames, spk = torch.randn(batch, 1, prenet.num_mel_bins), torch.randn(batch, 8)
+    with torch.no_grad():
+        conditioning = prenet.speaker_conditioning(spk)
+    outputs = {}
+    prenet.dropout = 0.5
+    try:
+        for name, seed, grad in (("fast", 3, False), ("module", 3, True), ("other seed", 4, False)):
+            prenet.generator = torch.Generator().manual_seed(seed)
+            with torch.set_grad_enabled(grad):
+                outputs[name] = prenet(frames, None, offset=7, speaker_conditioning=conditioning)[0].detach()
+    finally:
+        prenet.dropout, prenet.generator = 0.0, None
+    assert outputs["fast"].shape == (batch, 1, prenet.output_dim)
+    torch.testing.assert_close(outputs["fast"], outputs["module"], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(outputs["fast"], outputs["other seed"])
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_reduced_precision_on_cpu_casts_only_the_decoder_and_stays_close(monkeypatch, dtype):
     """set_precision on a CPU: pre-/post-nets and encoder stay fp32, the decoder is cast; generation (fused
