@@ -67,6 +67,11 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     return box[0]
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, synchronize: bool = True) -> None:
+    """Leave the process group. After a normal end every rank first waits for the others (``synchronize``), so
+    none tears its connections down while another still finishes a collective; after an error it leaves at once
+    (waiting could hang on a rank that died)."""
     if info.enabled and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -118,10 +118,13 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     """
     tc = cfg.trainer
     dist, device = distributed.setup(tc.device)
+    finished = False
     try:
-        return _train(cfg, dist, device)
+        metrics = _train(cfg, dist, device)
+        finished = True
+        return metrics
     finally:
-        distributed.teardown(dist)
+        distributed.teardown(dist, synchronize=finished)
 
 
 def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> dict[str, Any]:
