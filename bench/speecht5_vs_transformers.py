@@ -31,6 +31,8 @@ from timing import median_time, median_times  # bench/timing.py
 # A random ASR model ends after a few tokens; with an end token it can never emit, both sides decode every
 # requested step, so the ASR rows time decoding and not only the encoder.
 _NO_EOS = 10_000
+# Characters of the batch-1 TTS text (= encoder positions, which mmseq's one-row step folds cross-attention into).
+_TTS_TEXT_LEN = 40
 
 
 def row(name: str, hf_s: float, ours_s: float, unit_count: int, unit: str, note: str = "") -> None:
@@ -111,8 +113,8 @@ def main() -> None:
         ours_tts.decoder_prenet.dropout = 0.0 if off else 0.5
 
     for batch in (1, 8):
-        text_lens = [40] if batch == 1 else [16 + 6 * i for i in range(batch)]
-        ratio = 2.0 * args.steps / 40 if batch == 1 else 3.0
+        text_lens = [_TTS_TEXT_LEN] if batch == 1 else [16 + 6 * i for i in range(batch)]
+        ratio = 2.0 * args.steps / _TTS_TEXT_LEN if batch == 1 else 3.0
         ids = torch.full((batch, max(text_lens)), 1, dtype=torch.long)
         for i, n in enumerate(text_lens):
             ids[i, :n] = torch.randint(4, 80, (n,), generator=g)
@@ -241,10 +243,10 @@ def main() -> None:
 
     streams = [decoder_step_bound(ours_tts, dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16)]
     bound, bf16_bound, fp16_bound, folded_bound = median_times(
-        [*streams, decoder_step_bound(ours_tts, folded_memory=40)], args.repeats)
+        [*streams, decoder_step_bound(ours_tts, folded_memory=_TTS_TEXT_LEN)], args.repeats)
     print(f"\nTTS batch-1 decoder step (marginal): mmseq {1e3 * tts_step_s:.2f} ms; weight-streaming bound "
           f"{1e3 * bound:.2f} ms (ratio {tts_step_s / bound:.2f}); streaming what mmseq's step reads (the "
-          f"cross-attention folded into the 40-token memory) {1e3 * folded_bound:.2f} ms (ratio "
+          f"cross-attention folded into the {_TTS_TEXT_LEN}-token memory) {1e3 * folded_bound:.2f} ms (ratio "
           f"{tts_step_s / folded_bound:.2f})")
     print(f"The same weights streamed in bf16: {1e3 * bf16_bound:.2f} ms ({bound / bf16_bound:.2f}x fp32's speed), "
           f"in fp16: {1e3 * fp16_bound:.2f} ms ({bound / fp16_bound:.2f}x)")

@@ -216,8 +216,8 @@ def _folded(cache, lw: _LayerWeights, padding_mask: Tensor | None) -> tuple[Tens
     """The folded cross-attention of a one-row cross cache when it reads fewer bytes than the projections, built
     on first use and kept on the cache (:attr:`KVCache.derived`, cleared when its keys/values change)."""
     if cache.derived is None:
-        _, heads, length, head_dim = cache.keys.shape
-        short = heads * length <= heads * head_dim  # the folded matrices are no larger than the projections
+        # heads * length <= width (= heads * head_dim): the folded matrices are no larger than the projections
+        short = cache.keys.shape[2] <= cache.keys.shape[3]
         cache.derived = fold_cross_attention(cache.keys, cache.values, lw, padding_mask) if short else False
     return cache.derived or None
 

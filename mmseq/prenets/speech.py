@@ -275,7 +275,7 @@ class SpeechDecoderPrenet(nn.Module):
             lengths = torch.full((frames.shape[0],), frames.shape[1], dtype=torch.long, device=frames.device)
         if (frames.shape[1] == 1 and speaker_conditioning is not None and not self.training
                 and not torch.is_grad_enabled()):
-            return self._one_step(frames[:, 0], offset, speaker_conditioning)[:, None], lengths
+            return self._one_step(frames[:, 0], offset, speaker_conditioning), lengths
         x = frames
         for layer in self.layers:
             x = self._always_on_dropout(F.relu(layer(x)))
@@ -291,17 +291,15 @@ class SpeechDecoderPrenet(nn.Module):
         return x, lengths
 
     def _one_step(self, x: Tensor, offset: int, speaker_conditioning: tuple[Tensor, Tensor]) -> Tensor:
-        """:meth:`forward` for one frame per row, ``x [B, n_mels]``, while generating (eval mode, no gradients):
-        the same arithmetic with one-row products (:func:`~mmseq.nn.incremental.project`) and no module calls,
-        which cost more than the arithmetic at this size. The dropout masks draw the same numbers."""
+        """:meth:`forward` for one frame per row, ``x [B, n_mels]`` -> ``[B, 1, D]``, while generating (eval mode,
+        no gradients): the same arithmetic with one-row products (:func:`~mmseq.nn.incremental.project`) and no
+        module calls, which cost more than the arithmetic at this size. The dropout masks draw the same numbers."""
         for layer in self.layers:
             x = self._always_on_dropout(F.relu_(project(x, layer.weight, layer.bias)))
         final = self.final_layer
         x = project(x, final.weight, final.bias).add_(self.encode_positions.scaled(offset, offset + 1, x.dtype))
         weight, term = speaker_conditioning
-        if x.shape[0] == 1:
-            return F.relu_(project(x, weight, term.view(-1)))
-        return F.relu_(torch.addmm(term, x, weight.t()))
+        return F.relu_(_speaker_layer(x[:, None], weight, term))
 
     def speaker_conditioning(self, speaker_embeddings: Tensor) -> tuple[Tensor, Tensor]:
         """The speaker layer split for decoding: ``relu(W [x; s/|s|] + b) = relu(W_x x + t)`` with the speaker
