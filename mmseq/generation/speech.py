@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mmseq.errors import InputError
+from mmseq.generation.mode import generation_mode
 from mmseq.generation.text import encode
 from mmseq.nn.backbone import EncoderDecoderModel
 
@@ -29,7 +30,7 @@ class SpeechGenerationOutput:
     waveform_lengths: Tensor | None = None
 
 
-@torch.no_grad()
+@generation_mode
 def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
                     speaker_embeddings: Tensor | None = None, threshold: float = 0.5, stop_rule: str = "sum",
                     min_len_ratio: float = 0.0, max_len_ratio: float = 20.0, vocoder=None,

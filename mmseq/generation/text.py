@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mmseq.generation.mode import generation_mode
 from mmseq.nn.backbone import EncoderDecoderModel, lengths_to_padding_mask
 
 
@@ -46,7 +47,7 @@ def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
     return out
 
 
-@torch.no_grad()
+@generation_mode
 def greedy_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *, max_new_tokens: int = 200,
                   start_id: int = 2, eos_id: int = 2, pad_id: int = 1) -> Tensor:
     """Greedy decoding. Returns ``[B, L]`` token ids starting with ``start_id``, padded with ``pad_id``; each
@@ -75,7 +76,7 @@ def greedy_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, 
     return _pad(rows, pad_id, device)
 
 
-@torch.no_grad()
+@generation_mode
 def beam_search(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *, num_beams: int = 5,
                 max_new_tokens: int = 200, length_penalty: float = 1.0, ctc_weight: float = 0.0,
                 pre_beam: int | None = None, start_id: int = 2, eos_id: int = 2, pad_id: int = 1,

@@ -66,7 +66,8 @@ class SinusoidalPositionalEmbedding(nn.Module):
         """``positions [B, T]`` (from :func:`make_positions`) -> ``[B, T, dim]``."""
         needed = int(positions.max()) + 1
         if needed > self.weights.shape[0]:
-            self.weights = sinusoidal_table(needed, self.dim, self.padding_idx).to(self.weights.device)
+            with torch.inference_mode(False):  # an ordinary buffer even when grown during generation
+                self.weights = sinusoidal_table(needed, self.dim, self.padding_idx).to(self.weights.device)
         return self.weights.index_select(0, positions.reshape(-1)).view(*positions.shape, self.dim).detach()
 
 
@@ -103,7 +104,8 @@ class ScaledPositionalEncoding(nn.Module):
     def scaled(self, start: int, end: int, dtype: torch.dtype) -> Tensor:
         """``alpha * pe[start:end]`` in ``dtype`` (the table grows on demand)."""
         if end > self.pe.shape[0]:
-            self.pe = interleaved_sinusoidal_table(end, self.dim).to(self.pe.device)
+            with torch.inference_mode(False):  # an ordinary buffer even when grown during generation
+                self.pe = interleaved_sinusoidal_table(end, self.dim).to(self.pe.device)
         return self.alpha * self.pe[start:end].to(dtype)
 
 

@@ -58,7 +58,8 @@ class SpectrogramPrenet(nn.Module):
     def position_encoding(self, length: int) -> Tensor:
         """Rows ``[length, D]`` of the position table (grown when needed)."""
         if length > self.positions.shape[0]:
-            self.positions = sinusoid_position_table(length, self.output_dim).to(self.positions.device)
+            with torch.inference_mode(False):  # an ordinary buffer even when grown under inference mode
+                self.positions = sinusoid_position_table(length, self.output_dim).to(self.positions.device)
         return self.positions[:length]
 
     def forward(self, frames: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:

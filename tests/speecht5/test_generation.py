@@ -156,6 +156,33 @@ def test_generation_terminates_at_the_length_bound(tts_pair):
     assert out.lengths.tolist() == [int(4 * 3.0 / 2) * 2]
 
 
+def test_generation_returns_ordinary_tensors_and_leaves_the_model_trainable(tts_pair, asr_pair):
+    # Generation runs under torch.inference_mode; what it returns, and a position table it grew on the way,
+    # must still work with autograd afterwards.
+    import copy
+
+    tts = copy.deepcopy(tts_pair[1])
+    positions = tts.decoder_prenet.encode_positions
+    positions.pe = positions.pe[:3].clone()  # generating past 3 frames grows the table
+    out = tts.generate_speech(torch.tensor([[5, 6, 7, 2]]), threshold=10.0, max_len_ratio=3.0)
+    steps = out.mel.shape[1] // tts.decoder_postnet.reduction_factor
+    assert steps == 6 and positions.pe.shape[0] >= steps
+    assert not out.mel.is_inference() and not out.lengths.is_inference() and not positions.pe.is_inference()
+    scale = torch.ones((), requires_grad=True)
+    (out.mel * scale).sum().backward()  # autograd saves the mel: refused for an inference tensor
+    out.mel.add_(1)  # in place: refused for an inference tensor outside inference mode
+    tts.train()
+    frames = torch.randn(1, steps, tts.decoder_prenet.num_mel_bins)
+    result = tts(torch.tensor([[5, 6, 7, 2]]), None, frames, None, speaker_embeddings=torch.randn(1, 8))
+    result.outputs.mel_after.sum().backward()
+    assert positions.alpha.grad is not None
+
+    tokens = asr_pair[1].generate(waves(1)[0], max_new_tokens=5)
+    assert not tokens.is_inference()
+    with torch.inference_mode():  # inside the caller's own inference mode nothing is copied out
+        assert asr_pair[1].generate(waves(1)[0], max_new_tokens=5).is_inference()
+
+
 @pytest.mark.parametrize("batch, steps", [(1, 1), (3, 4)])
 def test_prenet_speaker_conditioning_equals_the_concatenated_speaker_layer(tts_pair, batch, steps):
     # Generation splits the speaker layer once per call (W_x and a per-row speaker term); same outputs.
