@@ -56,8 +56,11 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     dtype = prenet.final_layer.weight.dtype  # the pre-net's (fp32 on a CPU under set_precision)
     out_dtype = postnet.feat_out.weight.dtype
     r, n_mels = postnet.reduction_factor, postnet.num_mel_bins
-    max_steps = (enc_lengths.float() * max_len_ratio / r).long().clamp(min=1)
-    min_steps = (enc_lengths.float() * min_len_ratio / r).long()
+    # Per-row step bounds and the stop test run in Python on one synced list per step; the threshold is rounded
+    # to the probabilities' dtype first, as a tensor comparison would round it.
+    max_steps = (enc_lengths.float() * max_len_ratio / r).long().clamp(min=1).tolist()
+    min_steps = (enc_lengths.float() * min_len_ratio / r).long().tolist()
+    threshold = torch.tensor(threshold, dtype=out_dtype).item()
     spk = None
     if speaker_embeddings is not None:
         spk = torch.as_tensor(speaker_embeddings, device=device).to(dtype)
@@ -69,33 +72,37 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     prenet.generator = generator
     try:
         cache = model.decoder.new_cache()
-        alive = torch.arange(batch, device=device)
+        heads = postnet.step_heads()  # frames and stop logits in one product
+        alive = list(range(batch))
         frames: list[list[Tensor]] = [[] for _ in range(batch)]
         results: list[Tensor | None] = [None] * batch
         last = torch.zeros(batch, 1, n_mels, device=device, dtype=dtype)
         conditioning = None if spk is None else prenet.speaker_conditioning(spk)  # once, not once per step
         step = 0
-        while alive.numel():
+        while alive:
             step += 1
             hidden, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
             out = model.decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
-            out = out.to(out_dtype)
-            new = postnet.frames(out)  # [b, r, n_mels]
-            prob = torch.sigmoid(postnet.stop_logits(out))  # [b, r]
-            for i, row in enumerate(alive.tolist()):
+            new, logits = heads(out[:, 0].to(out_dtype))  # [b, r, n_mels], [b, r]
+            prob = torch.sigmoid(logits)
+            scores = (prob.sum(-1) if stop_rule == "sum" else prob.amax(-1)).tolist()
+            stopped = []
+            for i, row in enumerate(alive):
                 frames[row].append(new[i])
-            stop = prob.sum(-1) >= threshold if stop_rule == "sum" else (prob >= threshold).any(-1)
-            stop = (stop & (step >= min_steps[alive])) | (step >= max_steps[alive])
-            if bool(stop.any()):
-                for row in alive[stop].tolist():
+                if (scores[i] >= threshold and step >= min_steps[row]) or step >= max_steps[row]:
+                    stopped.append(i)
+            if stopped:
+                for i in stopped:
+                    row = alive[i]
                     results[row] = postnet.postnet(torch.cat(frames[row])[None])[0]
                     frames[row] = []
-                keep = (~stop).nonzero().squeeze(1)
+                kept = [i for i in range(len(alive)) if i not in stopped]
+                keep = torch.tensor(kept, dtype=torch.long, device=device)
                 cache.select(keep)
                 enc = enc.select(keep)
                 if conditioning is not None:
                     conditioning = (conditioning[0], conditioning[1].index_select(0, keep))
-                alive, new = alive[keep], new[keep]
+                alive, new = [alive[i] for i in kept], new[keep]
             last = new[:, -1:, :].to(dtype)
     finally:
         prenet.generator = previous_generator

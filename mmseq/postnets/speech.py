@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
 from mmseq.nn.dropout import Dropout
+from mmseq.nn.incremental import project
 from mmseq.nn.linear import Linear
 
 
@@ -62,6 +64,10 @@ class SpeechDecoderPostnet(nn.Module):
     def stop_logits(self, hidden: Tensor) -> Tensor:
         return self.prob_out(hidden).view(hidden.shape[0], -1)
 
+    def step_heads(self) -> StepHeads:
+        """Both linear heads as one product, for generation (build once per call; a copy of the weights)."""
+        return StepHeads(self)
+
     def postnet(self, mel: Tensor) -> Tensor:
         """Residual refinement of ``[B, T, n_mels]`` frames."""
         y = mel.transpose(1, 2)
@@ -72,3 +78,20 @@ class SpeechDecoderPostnet(nn.Module):
     def forward(self, hidden: Tensor, lengths: Tensor | None = None) -> SpeechOutput:
         before = self.frames(hidden)
         return SpeechOutput(before, self.postnet(before), self.stop_logits(hidden))
+
+
+class StepHeads:
+    """:meth:`SpeechDecoderPostnet.frames` and :meth:`~SpeechDecoderPostnet.stop_logits` of one generation step
+    with a single product: ``feat_out`` and ``prob_out`` concatenated (``[r * n_mels + r, D]``), so a batch-1
+    step streams them in one ``addmv``. A copy made when built: rebuild it after changing the weights."""
+
+    def __init__(self, postnet: SpeechDecoderPostnet):
+        feat, prob = postnet.feat_out, postnet.prob_out
+        self.weight = torch.cat([feat.weight, prob.weight]).detach()
+        self.bias = torch.cat([feat.bias, prob.bias]).detach()
+        self.split, self.num_mel_bins = feat.out_features, postnet.num_mel_bins
+
+    def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """``hidden [B, D]`` -> frames ``[B, r, n_mels]`` and stop logits ``[B, r]``."""
+        both = project(hidden.to(self.weight.dtype), self.weight, self.bias)
+        return both[:, : self.split].view(hidden.shape[0], -1, self.num_mel_bins), both[:, self.split :]
