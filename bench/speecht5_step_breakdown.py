@@ -11,6 +11,8 @@ round by round (``timing.median_times``):
   * ``decode_step``: the decoder's one-step path (``mmseq.nn.incremental.decode_step``);
   * ``generation step``: speech pre-net, decoder and post-net heads, as ``generate_speech`` runs them.
 
+Everything runs under ``torch.inference_mode``, as generation does (``mmseq.generation.mode``).
+
 Usage: python bench/speecht5_step_breakdown.py [--repeats 31] [--threads N]
 """
 
@@ -39,7 +41,7 @@ def main() -> None:
     prenet, postnet, decoder = model.decoder_prenet, model.decoder_postnet, model.decoder
     prenet.dropout = 0.0
     ids = torch.randint(4, 80, (1, 40))
-    with torch.no_grad():
+    with torch.inference_mode():
         enc, _ = encode(model, ids, torch.tensor([40]))
         cache = decoder.new_cache()
         conditioning = prenet.speaker_conditioning(torch.randn(1, 512))
@@ -52,8 +54,8 @@ def main() -> None:
     mats = []
     for lw, cross in zip(fused.layers, cache.cross_attn):
         if cross.derived:  # folded cross-attention (a 40-token text): these matrices replace its projections
-            score_w, score_b, value_w = cross.derived
-            cross_mats = ((score_w, score_b), (value_w, lw.cross_out_b))
+            score_w, score_b, value_w = cross.derived  # the step adds the residual in value_w's addmv
+            cross_mats = ((score_w, score_b), (value_w, torch.zeros(value_w.shape[0])))
         else:
             cross_mats = ((lw.cross_q_w, lw.cross_q_b), (lw.cross_out_w, lw.cross_out_b))
         for w, b in ((lw.qkv_w, lw.qkv_b), (lw.out_w, lw.out_b), *cross_mats, (lw.fc1_w, lw.fc1_b),
@@ -82,15 +84,17 @@ def main() -> None:
         decode_step(fused, x, cache.self_attn, cache.cross_attn, None)
         rewind()
 
+    heads = postnet.step_heads()
+
     def generation_step():
         h, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
         o = decoder(h, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
-        postnet.frames(o), torch.sigmoid(postnet.stop_logits(o))
+        torch.sigmoid(heads(o[:, 0])[1]).sum(-1).tolist()
         rewind()
 
     cases = {"products (36 addmv)": products, "products + layer norm after each": products_and_norms,
              "layer norms alone (36)": norms, "decode_step": one_decode_step, "generation step": generation_step}
-    with torch.no_grad():
+    with torch.inference_mode():
         times = dict(zip(cases, median_times(list(cases.values()), args.repeats)))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; median of {args.repeats}, ms\n")
     for name, t in times.items():

@@ -24,14 +24,16 @@ from mmseq.nn.linear import Linear
 class KVCache:
     """Keys and values of one attention layer for incremental decoding.
 
-    Self-attention appends one step's K/V at a time into a buffer that grows by doubling, so a step costs a copy
-    of the new entries only. Cross-attention K/V are computed from the encoder output once and kept.
-    Tensors are ``[B, H, S, head_dim]``.
+    Self-attention appends one step's K/V at a time into one buffer ``[2, B, H, capacity, head_dim]`` (keys,
+    values) that grows by doubling, so a step costs a copy of the new entries only: one copy when they arrive
+    stacked (:meth:`append_stacked`, the one-step path), two otherwise. Cross-attention K/V are computed from the
+    encoder output once and kept as given (:meth:`set`). Tensors are ``[B, H, S, head_dim]``.
     """
 
     def __init__(self) -> None:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
+        self._kv: Tensor | None = None  # the appended-to buffer; _k and _v are its two halves
         self.length = 0
         # Anything derived from the stored keys/values (the one-step path's folded cross-attention,
         # mmseq.nn.incremental); cleared whenever they change.
@@ -51,29 +53,44 @@ class KVCache:
 
     def set(self, k: Tensor, v: Tensor) -> None:
         """Store K/V computed once (cross-attention)."""
-        self._k, self._v, self.length = k, v, k.shape[2]
+        self._k, self._v, self._kv, self.length = k, v, None, k.shape[2]
         self.derived = None
+
+    def _reserve(self, like: Tensor, steps: int) -> Tensor:
+        """Room for ``steps`` more positions; returns the buffer's slice ``[2, B, H, steps, head_dim]`` for them."""
+        new_len = self.length + steps
+        if self._kv is None or new_len > self._kv.shape[3]:
+            old = 0 if self._k is None else self._k.shape[2]
+            capacity = max(new_len, 2 * old, 16)
+            grown = like.new_empty(2, like.shape[0], like.shape[1], capacity, like.shape[3])
+            if self._k is not None and self.length:
+                grown[0, :, :, : self.length] = self._k[:, :, : self.length]
+                grown[1, :, :, : self.length] = self._v[:, :, : self.length]
+            self._kv, self._k, self._v = grown, grown[0], grown[1]
+        slot = self._kv.narrow(3, self.length, steps)
+        self.length = new_len
+        self.derived = None
+        return slot
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append new steps ``[B, H, t, D]``; returns all keys and values so far."""
-        new_len = self.length + k.shape[2]
-        if self._k is None or new_len > self._k.shape[2]:
-            capacity = max(new_len, 2 * (0 if self._k is None else self._k.shape[2]), 16)
-            grown_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
-            grown_v = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
-            if self._k is not None and self.length:
-                grown_k[:, :, : self.length] = self._k[:, :, : self.length]
-                grown_v[:, :, : self.length] = self._v[:, :, : self.length]
-            self._k, self._v = grown_k, grown_v
-        self._k.narrow(2, self.length, k.shape[2]).copy_(k)
-        self._v.narrow(2, self.length, v.shape[2]).copy_(v)
-        self.length = new_len
-        self.derived = None
+        slot = self._reserve(k, k.shape[2])
+        slot[0].copy_(k)
+        slot[1].copy_(v)
+        return self.keys, self.values
+
+    def append_stacked(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Append new steps given as one tensor ``[2, B, H, t, D]`` (keys, values) with a single copy; returns
+        all keys and values so far."""
+        self._reserve(kv[0], kv.shape[3]).copy_(kv)
         return self.keys, self.values
 
     def select(self, index: Tensor) -> None:
         """Keep / reorder batch rows (beam search reordering, finished rows leaving the batch)."""
-        if self._k is not None:
+        if self._kv is not None:
+            self._kv = self._kv.index_select(1, index)
+            self._k, self._v = self._kv[0], self._kv[1]
+        elif self._k is not None:
             self._k = self._k.index_select(0, index)
             self._v = self._v.index_select(0, index)
         self.derived = None

@@ -12,7 +12,9 @@ the same arithmetic with fewer, larger operators:
 * at batch 1 with a short memory (heads x memory length <= width: a TTS text of up to 64 tokens in SpeechT5-base),
   cross-attention folds its query and output projections into the memory's keys and values once per generation
   call (:func:`fold_cross_attention`), so a step reads two ``[heads * S, D]`` matrices instead of two ``[D, D]``
-  ones and runs no SDPA call;
+  ones and runs no SDPA call; the output bias is folded in too, and the residual addition rides on the second
+  product (``addmv`` with the residual as its input);
+* the new keys and values go into the self-attention cache with one copy (:meth:`KVCache.append_stacked`);
 * with reduced-precision weights on a CPU (:func:`mmseq.inference.set_precision`), the residual stream, layer
   norms and attention stay in fp32, which keeps the drift of long autoregressive outputs small, while the large
   matrices stream at half the bytes. A projection's input is rounded to the weights' dtype and its output (bias
@@ -192,8 +194,9 @@ def fold_cross_attention(keys: Tensor, values: Tensor, lw: _LayerWeights, paddin
 
     With ``keys``/``values`` ``[1, H, S, hd]`` of the memory, the scaled score of head h at memory position s for
     an input y is ``K[h, s] . (Wq_h y + bq_h) / sqrt(hd)`` = ``score_w[(h, s)] . y + score_b[(h, s)]``, and the
-    output is ``Wo (concat_h sum_s p[h, s] V[h, s]) + bo`` = ``value_w @ p + bo`` with column (h, s) of ``value_w``
-    equal to ``Wo_h V[h, s]``. Returns ``score_w [H*S, D]``, ``score_b [H*S]`` (-inf at padded positions of
+    output is ``Wo (concat_h sum_s p[h, s] V[h, s]) + bo`` = ``value_w @ p`` with column (h, s) of ``value_w``
+    equal to ``Wo_h V[h, s] + bo / H``: each head's probabilities sum to 1, so the bias comes out whole (padded
+    positions have probability 0). Returns ``score_w [H*S, D]``, ``score_b [H*S]`` (-inf at padded positions of
     ``padding_mask [1, S]``) and ``value_w [D, H*S]``, in the keys' dtype.
     """
     _, h, s, hd = keys.shape
@@ -209,6 +212,8 @@ def fold_cross_attention(keys: Tensor, values: Tensor, lw: _LayerWeights, paddin
         score_b = score_b.masked_fill(padding_mask[0].repeat(h), float("-inf"))
     per_head_out = lw.cross_out_w.to(dtype).view(d, h, hd).transpose(0, 1)  # [H, D, hd]
     value_w = torch.bmm(per_head_out, v.transpose(1, 2)).permute(1, 0, 2).reshape(d, h * s)
+    if lw.cross_out_b is not None:
+        value_w.add_(lw.cross_out_b.to(dtype)[:, None], alpha=1.0 / h)
     return score_w, score_b, value_w
 
 
@@ -238,7 +243,7 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
         # self-attention over the cache plus the new position (no mask: it is the newest)
         y = lw.self_norm(x) if weights.norm_first else x
         qkv = _product(y, lw.qkv_w, lw.qkv_b).to(cd).view(b, 3, h, 1, hd)
-        k, v = self_cache.append(qkv[:, 1], qkv[:, 2])
+        k, v = self_cache.append_stacked(qkv[:, 1:].transpose(0, 1))
         if k.dtype != cd:  # filled by the module path in another dtype
             k, v = k.to(cd), v.to(cd)
         a = F.scaled_dot_product_attention(qkv[:, 0], k, v).view(b, d)
@@ -248,12 +253,11 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
             y = lw.cross_norm(x) if weights.norm_first else x
             cross = cross_caches[i]
             folded = _folded(cross, lw, memory_padding_mask) if b == 1 and cross.keys.dtype == cd else None
-            if folded is not None:
+            if folded is not None:  # the residual addition rides on the second product
                 score_w, score_b, value_w = folded
                 p = torch.softmax(torch.addmv(score_b, score_w, y.view(-1)).view(h, -1), -1)
-                a = torch.mv(value_w, p.view(-1)).view(1, d)
-                if lw.cross_out_b is not None:
-                    a = a.add_(lw.cross_out_b)
+                x = torch.addmv(x.view(-1), value_w, p.view(-1)).view(1, d)
+                x = x if weights.norm_first else lw.cross_norm(x)
             else:
                 q = _product(y, lw.cross_q_w, lw.cross_q_b).to(cd).view(b, h, 1, hd)
                 k, v = cross.keys, cross.values
@@ -261,7 +265,7 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
                     k, v = k.to(cd), v.to(cd)
                 a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).view(b, d)
                 a = _product(a, lw.cross_out_w, lw.cross_out_b)
-            x = x + a if weights.norm_first else lw.cross_norm(x + a)
+                x = x + a if weights.norm_first else lw.cross_norm(x + a)
         # feed-forward: the hidden layer stays in the weights' dtype between its two products
         y = lw.final_norm(x) if weights.norm_first else x
         f = _product(lw.activation(_product(y, lw.fc1_w, lw.fc1_b)), lw.fc2_w, lw.fc2_b)
