@@ -37,7 +37,6 @@ __all__ = [
     "reflect_pad_rows",
     "rms_normalize",
     "utterance_cmvn",
-    "warp_bins",
 ]
 
 
@@ -209,31 +208,6 @@ def utterance_cmvn(feats: torch.Tensor, frame_lengths: torch.Tensor, eps: float 
     centred = (feats - mean) * valid
     var = (centred**2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
     return centred / (var.sqrt() + eps)
-
-
-def warp_bins(feats: torch.Tensor, factor: float, boundary: float = 0.8) -> torch.Tensor:
-    """Vocal-tract-length perturbation on the bin axis of ``feats [..., D]``: a piecewise-linear warp.
-
-    Output bin ``f`` reads input position ``f / factor`` (linear interpolation between neighbouring bins) up to
-    ``boundary * (D - 1)``; above it a second line joins that point to the last bin, so both ends stay fixed and
-    nothing is read past the top. ``factor > 1`` moves spectral structure up (a shorter vocal tract), ``< 1``
-    down; ``factor = 1`` returns ``feats`` unchanged. A data augmentation for speaker variety (Jaitly & Hinton,
-    2013), applied here to mel / fbank bins.
-    """
-    if factor <= 0:
-        raise InputError(f"warp factor must be positive, got {factor}")
-    if factor == 1.0:
-        return feats
-    d = feats.shape[-1]
-    top = float(d - 1)
-    knee = boundary * top * min(1.0, factor)  # output position of the knee; its source stays inside [0, top]
-    out_pos = torch.arange(d, dtype=torch.float64)
-    source = torch.where(out_pos <= knee, out_pos / factor,
-                         knee / factor + (out_pos - knee) * (top - knee / factor) / (top - knee))
-    low = source.floor().clamp(0, top).long()
-    high = (low + 1).clamp(max=d - 1)
-    frac = (source - low).clamp(0, 1).to(feats.dtype)
-    return feats[..., low] * (1 - frac) + feats[..., high] * frac
 
 
 class _CentredMel(nn.Module):

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmseq.data.audio import load_audio
-from mmseq.data.features import TeraLogMel, warp_bins
+from mmseq.data.features import TeraLogMel
 from mmseq.data.manifest import Utterance, read_manifest
 from mmseq.errors import ConfigError, InputError
 from mmseq.models.tera_alteration import AlterationConfig, alter
@@ -134,9 +134,6 @@ class PretrainConfig:
     sequence_length: int = 1500  # random crop of longer utterances (s3prl: 1500 frames)
     min_frames: int = 0  # utterances with fewer frames are left out (s3prl drops <= 200 on LibriSpeech)
     loss: str = "l1"  # l1 | mse
-    # Not part of TERA: vocal-tract-length perturbation of each training utterance's bins (input and target
-    # alike), factor drawn from U[1 - w, 1 + w]; 0 = off (mmseq.data.features.warp_bins).
-    frequency_warp: float = 0.0
 
 
 def alteration_config(cfg: PretrainConfig) -> AlterationConfig:
@@ -145,7 +142,7 @@ def alteration_config(cfg: PretrainConfig) -> AlterationConfig:
                                      noise_probability=cfg.noise_probability)
 
 
-def make_pretrain_loss(alteration: AlterationConfig, kind: str, crop: int, warp: float = 0.0):
+def make_pretrain_loss(alteration: AlterationConfig, kind: str, crop: int):
     def collate(items: list[Tensor]) -> dict[str, Tensor]:
         cropped = []
         for f in items:
@@ -157,11 +154,7 @@ def make_pretrain_loss(alteration: AlterationConfig, kind: str, crop: int, warp:
         return {"frames": frames, "lengths": lengths}
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        frames = batch["frames"]
-        if warp and model.training:  # one factor per utterance, from the global RNG; validation is not warped
-            factors = 1.0 + warp * (2 * torch.rand(frames.shape[0]) - 1)
-            frames = torch.stack([warp_bins(f, float(a)) for f, a in zip(frames, factors)])
-        altered = alter(frames, batch["lengths"], alteration)
+        altered = alter(batch["frames"], batch["lengths"], alteration)
         prediction = model(altered.inputs, batch["lengths"])
         value = masked_reconstruction_loss(prediction, altered.target, altered.mask, kind)
         return value, {"scored_fraction": altered.mask.float().mean().item()}
@@ -177,9 +170,7 @@ def tera_pretrain(cfg: PretrainConfig) -> Task:
         utts = read_manifest(manifest_path(cfg.corpus, name))
         feats = log_mel_features(utts, str(Path(cfg.corpus) / name))
         splits[name] = [f for f in feats if f.shape[0] >= max(cfg.min_frames, 1)]
-    if not 0 <= cfg.frequency_warp < 1:
-        raise ConfigError(f"task_args.frequency_warp must be in [0, 1), got {cfg.frequency_warp}")
-    collate, loss = make_pretrain_loss(alteration, cfg.loss, cfg.sequence_length, cfg.frequency_warp)
+    collate, loss = make_pretrain_loss(alteration, cfg.loss, cfg.sequence_length)
     train = splits[cfg.train_manifest]
     lengths = [min(f.shape[0], cfg.sequence_length or f.shape[0]) for f in train]
     return Task(ListDataset(train), ListDataset(splits[cfg.val_manifest]), collate, loss,

@@ -144,21 +144,3 @@ def test_bad_inputs_raise_input_error():
         TeraLogMel()(torch.zeros(2, 100), torch.tensor([100, 101]))
     with pytest.raises(InputError, match="floating point"):
         TeraLogMel()(torch.zeros(2, 100, dtype=torch.int16))
-
-
-def test_warp_bins_moves_a_peak_by_the_factor_and_keeps_both_ends():
-    from mmseq.data.features import warp_bins
-
-    bins = torch.arange(80.0)
-    feats = torch.exp(-0.5 * (bins - 30.0) ** 2)[None, :].repeat(3, 1)  # a peak at bin 30, 3 frames
-    assert warp_bins(feats, 1.0) is feats
-    for factor in (0.9, 1.1, 1.2):
-        out = warp_bins(feats, factor)
-        assert out.shape == feats.shape
-        peak = (out[0] * bins).sum() / out[0].sum()  # centre of mass
-        assert abs(float(peak) - 30.0 * factor) < 0.1  # below the knee: output bin f reads input f / factor
-        ramp = warp_bins(bins[None], factor)[0]
-        assert ramp[0] == 0 and abs(float(ramp[-1]) - 79.0) < 1e-5  # both ends stay where they are
-        assert (ramp.diff() > 0).all()  # a monotonic warp: no bin order is swapped
-    with pytest.raises(InputError, match="warp factor"):
-        warp_bins(feats, 0.0)

@@ -71,36 +71,3 @@ def test_pretrain_then_phone_probe(tmp_path, monkeypatch):
 
     summarize([str(tmp_path)])
     assert (tmp_path / "results.png").exists()
-
-
-def test_pretraining_frequency_warp_draws_one_factor_per_training_utterance(monkeypatch):
-    import torch
-
-    monkeypatch.syspath_prepend(str(RECIPES))
-    import tera_common
-
-    original, factors = tera_common.warp_bins, []
-
-    def recording_warp(frames, factor):
-        factors.append(factor)
-        return original(frames, factor)
-
-    class FrameModel(torch.nn.Module):  # stands in for TERA: (frames, lengths) -> frames
-        def __init__(self):
-            super().__init__()
-            self.proj = torch.nn.Linear(80, 80)
-
-        def forward(self, frames, lengths):
-            return self.proj(frames)
-
-    monkeypatch.setattr(tera_common, "warp_bins", recording_warp)
-    cfg = tera_common.PretrainConfig(ablation="T-F")
-    collate, loss = tera_common.make_pretrain_loss(tera_common.alteration_config(cfg), "l1", 0, warp=0.2)
-    batch = collate([torch.randn(40, 80), torch.randn(30, 80), torch.randn(35, 80)])
-    model = FrameModel()
-    torch.manual_seed(0)
-    value, _ = loss(model.train(), batch)
-    assert torch.isfinite(value)
-    assert len(factors) == 3 and all(0.8 <= a <= 1.2 for a in factors) and len(set(factors)) == 3
-    loss(model.eval(), batch)  # validation batches are not warped
-    assert len(factors) == 3
