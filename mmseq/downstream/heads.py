@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.data.features import utterance_cmvn
 from mmseq.nn.backbone import Features
 from mmseq.nn.dropout import Dropout
 
@@ -124,13 +125,17 @@ class UpstreamClassifier(nn.Module):
         layer: use only this hidden state (an index into ``hidden_states``) instead of the weighted sum.
         freeze_upstream: no gradients into the upstream and keep it in eval mode (no dropout).
         normalize_layers: layer-normalise hidden states before the weighted sum.
+        normalize_utterances: mean/variance-normalise every hidden state over each utterance's valid frames
+            (per dimension, :func:`~mmseq.data.features.utterance_cmvn`), removing per-utterance offsets such as a
+            speaker's; what utterance CMVN does to log-mel inputs, applied to every layer. Not in s3prl.
     """
 
     def __init__(self, upstream: nn.Module, head: nn.Module, num_hidden_states: int, layer: int | None = None,
-                 freeze_upstream: bool = True, normalize_layers: bool = False):
+                 freeze_upstream: bool = True, normalize_layers: bool = False, normalize_utterances: bool = False):
         super().__init__()
         self.upstream, self.head, self.layer = upstream, head, layer
         self.freeze_upstream = freeze_upstream
+        self.normalize_utterances = normalize_utterances
         self.layer_sum = WeightedLayerSum(num_hidden_states, normalize_layers) if layer is None else None
         if freeze_upstream:
             self.upstream.requires_grad_(False)
@@ -143,10 +148,12 @@ class UpstreamClassifier(nn.Module):
         return self
 
     def upstream_features(self, x: Tensor, lengths: Tensor | None = None) -> Features:
-        if self.freeze_upstream:
-            with torch.no_grad():
-                return self.upstream.forward_features(x, lengths)
-        return self.upstream.forward_features(x, lengths)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_upstream):
+            features = self.upstream.forward_features(x, lengths)
+        if self.normalize_utterances:
+            states = [utterance_cmvn(h, features.lengths) for h in features.hidden_states]
+            features = Features(states, features.lengths, features.downsample_rate)
+        return features
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Logits (``[B, T, C]`` frame-level or ``[B, C]`` utterance-level) for waveforms or frames ``x``."""

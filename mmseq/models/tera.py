@@ -264,7 +264,7 @@ def build_upstream(upstream: str) -> nn.Module:
 @register_model
 def tera_downstream(upstream: str = "logmel", num_classes: int = 10, level: str = "frame", hidden_dim: int = 0,
                     layer: int | None = None, freeze_upstream: bool = True, dropout: float = 0.0,
-                    normalize_layers: bool = False) -> nn.Module:
+                    normalize_layers: bool = False, normalize_utterances: bool = False) -> nn.Module:
     """A frozen (or fine-tuned) upstream, a weighted sum of its layers and a linear / one-hidden-layer head.
 
     Args:
@@ -276,6 +276,8 @@ def tera_downstream(upstream: str = "logmel", num_classes: int = 10, level: str 
         freeze_upstream: keep the upstream fixed (no gradients, eval mode).
         dropout: dropout after the hidden layer.
         normalize_layers: layer-normalise hidden states before the weighted sum.
+        normalize_utterances: per-utterance mean/variance normalisation of every hidden state (see
+            :class:`~mmseq.downstream.UpstreamClassifier`).
     """
     from mmseq.downstream import FrameClassifier, UpstreamClassifier, UtteranceClassifier
 
@@ -284,4 +286,5 @@ def tera_downstream(upstream: str = "logmel", num_classes: int = 10, level: str 
     body = build_upstream(upstream)
     head_cls = FrameClassifier if level == "frame" else UtteranceClassifier
     head = head_cls(body.output_dim, num_classes, hidden_dim, dropout)
-    return UpstreamClassifier(body, head, body.num_hidden_states, layer, freeze_upstream, normalize_layers)
+    return UpstreamClassifier(body, head, body.num_hidden_states, layer, freeze_upstream, normalize_layers,
+                              normalize_utterances)

@@ -78,3 +78,26 @@ def test_logmel_baseline_uses_the_same_door():
     inputs = probe.dummy_inputs(2)
     assert probe(**inputs).shape == (2, 21, 4)
     assert probe.upstream.forward_features(**inputs).downsample_rate == 160
+
+
+def test_utterance_normalised_hidden_states_have_zero_mean_unit_std_and_ignore_padding():
+    torch.manual_seed(0)
+    probe = mmseq.create_model("tera_downstream", upstream="tera_tiny", num_classes=5, level="frame",
+                               normalize_utterances=True)
+    wav = torch.randn(2, 8000) * 0.1
+    lengths = torch.tensor([8000, 4800])
+    wav[1, 4800:] = 0
+    features = probe.upstream_features(wav, lengths)
+    alone = probe.upstream_features(wav[1:, :4800], lengths[1:])
+    n = int(features.lengths[1])
+    for h, h_alone in zip(features.hidden_states, alone.hidden_states):
+        for row, length in enumerate(features.lengths.tolist()):
+            valid = h[row, :length]
+            torch.testing.assert_close(valid.mean(0), torch.zeros(h.shape[-1]), atol=1e-5, rtol=0)
+            torch.testing.assert_close(valid.std(0), torch.ones(h.shape[-1]), atol=1e-4, rtol=0)
+        assert (h[1, n:] == 0).all()  # padding stays zero
+        torch.testing.assert_close(h[1, :n], h_alone[0], atol=1e-5, rtol=1e-5)  # padding does not enter the stats
+    plain = mmseq.create_model("tera_downstream", upstream="tera_tiny", num_classes=5, level="frame")
+    plain.load_state_dict(probe.state_dict())
+    raw = plain.upstream_features(wav, lengths).hidden_states[-1]
+    assert not torch.allclose(raw[0, :10].mean(0), torch.zeros(raw.shape[-1]), atol=1e-3)  # the option does it
