@@ -11,7 +11,9 @@ round by round (``timing.median_times``):
   * ``decode_step``: the decoder's one-step path (``mmseq.nn.incremental.decode_step``);
   * ``generation step``: speech pre-net, decoder and post-net heads, as ``generate_speech`` runs them.
 
-Everything runs under ``torch.inference_mode``, as generation does (``mmseq.generation.mode``).
+Everything runs under ``torch.inference_mode``, as generation does (``mmseq.generation.mode``), except
+``generation step under no_grad``: the same step with its own cache, under ``torch.no_grad`` instead, which shows
+what inference mode saves.
 
 Usage: python bench/speecht5_step_breakdown.py [--repeats 31] [--threads N]
 """
@@ -40,16 +42,23 @@ def main() -> None:
     model = create_model("speecht5_tts_base").eval()
     prenet, postnet, decoder = model.decoder_prenet, model.decoder_postnet, model.decoder
     prenet.dropout = 0.0
-    ids = torch.randint(4, 80, (1, 40))
-    with torch.inference_mode():
+    ids, speaker = torch.randint(4, 80, (1, 40)), torch.randn(1, 512)
+
+    def warm_cache():  # the encoder output and a decoder cache holding 45 generated steps
         enc, _ = encode(model, ids, torch.tensor([40]))
         cache = decoder.new_cache()
-        conditioning = prenet.speaker_conditioning(torch.randn(1, 512))
+        conditioning = prenet.speaker_conditioning(speaker)
         last = torch.zeros(1, 1, postnet.num_mel_bins)
         for _ in range(45):
             hidden, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
             out = decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
             last = postnet.frames(out)[:, -1:, :]
+        return enc, cache, conditioning, last, hidden
+
+    with torch.inference_mode():
+        enc, cache, conditioning, last, hidden = warm_cache()
+    with torch.no_grad():  # ordinary tensors: a step under no_grad may not write into inference tensors
+        plain = warm_cache()
     fused, x = cache.fused, hidden[:, 0]
     mats = []
     for lw, cross in zip(fused.layers, cache.cross_attn):
@@ -63,7 +72,7 @@ def main() -> None:
             mats.append((w, b, torch.randn(w.shape[1])))
     norm = torch.randn(1, x.shape[1])
 
-    def rewind() -> None:  # drop the position a timed step appended, so every call sees 45 cached positions
+    def rewind(cache=cache) -> None:  # drop the position a timed step appended: every call sees 45 cached ones
         for c in cache.self_attn:
             c.length -= 1
 
@@ -86,14 +95,19 @@ def main() -> None:
 
     heads = postnet.step_heads()
 
-    def generation_step():
+    def generation_step(enc=enc, cache=cache, conditioning=conditioning, last=last):
         h, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
         o = decoder(h, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
         torch.sigmoid(heads(o[:, 0])[1]).sum(-1).tolist()
-        rewind()
+        rewind(cache)
+
+    def generation_step_no_grad():
+        with torch.inference_mode(False), torch.no_grad():
+            generation_step(*plain[:4])
 
     cases = {"products (36 addmv)": products, "products + layer norm after each": products_and_norms,
-             "layer norms alone (36)": norms, "decode_step": one_decode_step, "generation step": generation_step}
+             "layer norms alone (36)": norms, "decode_step": one_decode_step, "generation step": generation_step,
+             "generation step under no_grad": generation_step_no_grad}
     with torch.inference_mode():
         times = dict(zip(cases, median_times(list(cases.values()), args.repeats)))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; median of {args.repeats}, ms\n")
@@ -103,7 +117,8 @@ def main() -> None:
     print(f"\na layer norm costs {1e6 * n / len(mats):.1f} µs in a tight loop and {1e6 * (pn - p) / len(mats):.1f} µs "
           f"between weight streams")
     print(f"decode_step / its products: {times['decode_step'] / p:.2f}; "
-          f"generation step / products: {times['generation step'] / p:.2f}")
+          f"generation step / products: {times['generation step'] / p:.2f} "
+          f"({times['generation step under no_grad'] / p:.2f} under no_grad)")
 
 
 if __name__ == "__main__":
