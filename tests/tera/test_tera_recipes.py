@@ -62,6 +62,11 @@ def test_pretrain_then_phone_probe(tmp_path, monkeypatch):
                          f"model_args.upstream={upstream}", f"trainer.out_dir={out}"], "doc")
         result = json.loads((out / "metrics.json").read_text())
         assert 0 <= result["test_accuracy"] <= 1 and result["classes"] == 4
+    from by_speaker import by_speaker
+
+    per_speaker = by_speaker(out)  # the log-mel probe: one speaker in each held-out split of the made-up corpus
+    assert list(per_speaker) == ["val s3", "test s4"]
+    assert per_speaker["test s4"] == pytest.approx(result["test_accuracy"])
     out = tmp_path / "intent"
     downstream.main([str(RECIPES / "intent/configs/synth.yaml"), *common, "model_args.num_classes=2",
                      "model_args.upstream=logmel", "model_args.hidden_dim=8", f"trainer.out_dir={out}"], "doc")
