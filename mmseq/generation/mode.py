@@ -28,15 +28,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def ordinary(value: Any) -> Any:
-    """``value`` with every inference tensor in it (in tuples, lists, dicts and dataclasses) replaced by a
-    clone made outside inference mode; anything else is returned as it is."""
+    """``value`` (a tensor, or a dataclass of them as :func:`~mmseq.generation.generate_speech` returns) with
+    every inference tensor replaced by a clone made outside inference mode; anything else as it is."""
     if isinstance(value, Tensor):
         return value.clone() if value.is_inference() else value
-    if isinstance(value, (tuple, list)):
-        items = [ordinary(v) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        return type(value)((k, ordinary(v)) for k, v in value.items())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: ordinary(getattr(value, f.name))
                                              for f in dataclasses.fields(value) if f.init})

@@ -14,8 +14,7 @@ from pathlib import Path
 import yaml
 
 import mmseq
-from tera_common import (DownstreamConfig, ListDataset, build_items, downstream_splits, evaluate_split,
-                         label_vocabulary)
+from tera_common import DownstreamConfig, ListDataset, build_items, downstream_splits, evaluate_split, label_ids
 
 
 def by_speaker(run: Path) -> dict[str, float]:
@@ -24,7 +23,7 @@ def by_speaker(run: Path) -> dict[str, float]:
     if cfg.label == "speaker":
         raise SystemExit(f"{run}: a speaker-ID probe has no per-speaker split to report")
     splits = downstream_splits(cfg)
-    vocab = {label: i for i, label in enumerate(label_vocabulary(cfg, splits["train"][0]))}
+    vocab = label_ids(cfg, splits["train"][0])
     model = mmseq.load(run / "best").eval()
     out = {}
     for split in ("val", "test"):

@@ -228,10 +228,13 @@ def downstream_splits(cfg: DownstreamConfig) -> dict[str, tuple[list[Utterance],
     return {s: ([utts[i] for i in idx], [feats[i] for i in idx]) for s, idx in parts.items()}
 
 
-def label_vocabulary(cfg: DownstreamConfig, train: list[Utterance]) -> list[str]:
+def label_ids(cfg: DownstreamConfig, train: list[Utterance]) -> dict[str, int]:
+    """Class id of every label seen in the training utterances (phones, speakers or intents, sorted)."""
     if cfg.label == "phone":
-        return sorted({p.label for u in train for p in (u.phones or [])})
-    return sorted({getattr(u, cfg.label) for u in train})
+        labels = {p.label for u in train for p in (u.phones or [])}
+    else:
+        labels = {getattr(u, cfg.label) for u in train}
+    return {label: i for i, label in enumerate(sorted(labels))}
 
 
 def build_items(cfg: DownstreamConfig, utts: list[Utterance], feats: list[Tensor], vocab: dict[str, int],
@@ -329,7 +332,7 @@ def classification_loss(model: nn.Module, batch: dict[str, Tensor],
 @register_task(config=DownstreamConfig)
 def tera_downstream_task(cfg: DownstreamConfig) -> Task:
     splits = downstream_splits(cfg)
-    vocab = {label: i for i, label in enumerate(label_vocabulary(cfg, splits["train"][0]))}
+    vocab = label_ids(cfg, splits["train"][0])
     train = build_items(cfg, *splits["train"], vocab)
     val = build_items(cfg, *splits["val"], vocab, first_key=len(train))
     lengths = [item[0].shape[0] for item in train]
