@@ -17,7 +17,7 @@ import torch
 
 from mmseq.nn.attention import MultiheadAttention
 from mmseq.nn.positional import RelativePositionalEncoding
-from timing import median_time  # bench/timing.py
+from timing import machine_line, median_time  # bench/timing.py
 
 SHAPES = [  # (batch, length, dim, heads, relative positions)
     (8, 100, 768, 12, False),
@@ -49,8 +49,7 @@ def main() -> None:
     from transformers.models.speecht5.modeling_speecht5 import SpeechT5Attention
 
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"forward+backward, median of {args.repeats}")
+    print(f"{machine_line(str(device))}; forward+backward, median of {args.repeats}")
     header = f"{'B':>3} {'T':>4} {'D':>4} {'H':>3} {'rel':>4} | {'mmseq ms':>9} {'naive ms':>9} {'hf ms':>9} | " \
              f"{'naive/mmseq':>11} {'hf/mmseq':>9} | max|diff|"
     print(header)

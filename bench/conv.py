@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mmseq.nn.conv import conv1d_time_major
-from timing import median_time  # bench/timing.py
+from timing import machine_line, median_time  # bench/timing.py
 
 # (kernel, stride) of layers 2..7 of the feature encoder; 512 channels in and out
 LAYERS = [(3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2)]
@@ -31,8 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; batch {args.batch} x "
-          f"{args.seconds:g} s of 16 kHz audio; median of {args.repeats}\n")
+    print(f"{machine_line()}; batch {args.batch} x {args.seconds:g} s of 16 kHz audio; median of {args.repeats}\n")
     print("| layer | input steps | conv1d fwd ms | mmseq fwd ms | fwd speed-up | conv1d fwd+bwd ms | mmseq fwd+bwd ms "
           "| fwd+bwd speed-up | max abs diff |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     g = torch.Generator().manual_seed(0)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mmseq.nn.dropout import dropout
-from timing import median_time  # bench/timing.py
+from timing import machine_line, median_time  # bench/timing.py
 
 SHAPES = [
     ("attention probs, TERA 3 heads, 8 x 400 frames", (8, 3, 400, 400)),
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; p = {args.p}; median of {args.repeats}\n")
+    print(f"{machine_line()}; p = {args.p}; median of {args.repeats}\n")
     print("| tensor | elements | F.dropout fwd+bwd ms | mmseq fwd+bwd ms | speed-up | mmseq drop rate |\n"
           "|---|---:|---:|---:|---:|---:|")
     for name, shape in SHAPES:

@@ -18,14 +18,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import platform
 
 import librosa
 import numpy as np
 import torch
 
 from mmseq.data.features import SpeechT5LogMel
-from timing import median_times  # bench/timing.py
+from timing import machine_line, median_times  # bench/timing.py
 
 
 def make_batch(batch_size: int, seed: int) -> list[np.ndarray]:
@@ -52,8 +51,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     extractor = SpeechT5LogMel()
     one_pass = SpeechT5LogMel(chunk_frames=None)  # whole padded batch at once (the non-CPU path)
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), librosa {librosa.__version__}; median of {args.repeats} runs")
+    print(f"{machine_line()}, librosa {librosa.__version__}; median of {args.repeats} runs")
     print("| batch | audio (s) | mmseq batched (ms) | mmseq one pass (ms) | librosa per file (ms) | speed-up "
           "(librosa / mmseq) | max abs diff |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -25,10 +25,11 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from mmseq.generation.speech import encode
-from mmseq.nn.incremental import decode_step
+import mmseq  # noqa: F401  (registers the models)
+from mmseq.generation.engine import Encoded
+from mmseq.nn.incremental import StepDecoder, decode_step
 from mmseq.registry import create_model
-from timing import median_times  # bench/timing.py
+from timing import machine_line, median_times  # bench/timing.py
 
 
 def main() -> None:
@@ -44,22 +45,22 @@ def main() -> None:
     prenet.dropout = 0.0
     ids, speaker = torch.randint(4, 80, (1, 40)), torch.randn(1, 512)
 
-    def warm_cache():  # the encoder output and a decoder cache holding 45 generated steps
-        enc, _ = encode(model, ids, torch.tensor([40]))
-        cache = decoder.new_cache()
+    def warm_cache():  # the encoder output and a decoder cache holding 45 generated steps, as generation runs
+        enc = Encoded(model, ids, torch.tensor([40]))
+        cache, stepper = decoder.new_cache(), StepDecoder(decoder)
         conditioning = prenet.speaker_conditioning(speaker)
         last = torch.zeros(1, 1, postnet.num_mel_bins)
         for _ in range(45):
-            hidden, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
-            out = decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
+            hidden = prenet.step(last[:, 0], cache.length, conditioning)
+            out = stepper(hidden, cache, enc.memory, enc.padding_mask)
             last = postnet.frames(out)[:, -1:, :]
-        return enc, cache, conditioning, last, hidden
+        return enc, cache, conditioning, last, hidden, stepper
 
     with torch.inference_mode():
-        enc, cache, conditioning, last, hidden = warm_cache()
+        enc, cache, conditioning, last, hidden, stepper = warm_cache()
     with torch.no_grad():  # ordinary tensors: a step under no_grad may not write into inference tensors
         plain = warm_cache()
-    fused, x = cache.fused, hidden[:, 0]
+    fused, x = stepper._fused, hidden[:, 0]
     mats = []
     for lw, cross in zip(fused.layers, cache.cross_attn):
         if cross.derived:  # folded cross-attention (a 40-token text): these matrices replace its projections
@@ -95,22 +96,22 @@ def main() -> None:
 
     heads = postnet.step_heads()
 
-    def generation_step(enc=enc, cache=cache, conditioning=conditioning, last=last):
-        h, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
-        o = decoder(h, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
+    def generation_step(enc=enc, cache=cache, conditioning=conditioning, last=last, stepper=stepper):
+        h = prenet.step(last[:, 0], cache.length, conditioning)
+        o = stepper(h, cache, enc.memory, enc.padding_mask)
         torch.sigmoid(heads(o[:, 0])[1]).sum(-1).tolist()
         rewind(cache)
 
     def generation_step_no_grad():
         with torch.inference_mode(False), torch.no_grad():
-            generation_step(*plain[:4])
+            generation_step(*plain[:4], stepper=plain[5])
 
     cases = {"products (36 addmv)": products, "products + layer norm after each": products_and_norms,
              "layer norms alone (36)": norms, "decode_step": one_decode_step, "generation step": generation_step,
              "generation step under no_grad": generation_step_no_grad}
     with torch.inference_mode():
         times = dict(zip(cases, median_times(list(cases.values()), args.repeats)))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; median of {args.repeats}, ms\n")
+    print(f"{machine_line()}; median of {args.repeats}, ms\n")
     for name, t in times.items():
         print(f"{name:34s} {1e3 * t:7.2f}")
     p, pn, n = (times[k] for k in list(cases)[:3])

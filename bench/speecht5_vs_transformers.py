@@ -25,7 +25,7 @@ import torch
 
 import mmseq
 from mmseq.inference import set_precision
-from timing import median_time, median_times  # bench/timing.py
+from timing import machine_line, matmul_peak, median_times  # bench/timing.py
 
 
 # A random ASR model ends after a few tokens; with an end token it can never emit, both sides decode every
@@ -70,11 +70,6 @@ def decoder_step_bound(model, dtype: torch.dtype = torch.float32, folded_memory:
     return stream
 
 
-def matmul_peak(repeats: int) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048**3 / median_time(lambda: a @ b, repeats)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -86,7 +81,7 @@ def main() -> None:
     from transformers import SpeechT5Config, SpeechT5ForSpeechToText, SpeechT5ForTextToSpeech
     from transformers.models.speecht5 import modeling_speecht5
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; median of {args.repeats}")
+    print(f"{machine_line()}; median of {args.repeats}")
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     config = SpeechT5Config()  # SpeechT5-base sizes
@@ -127,7 +122,8 @@ def main() -> None:
                                               maxlenratio=ratio)
 
         def ours_run(model=ours_tts, ratio=ratio):
-            return model.generate_speech(ids, lengths, speaker_embeddings=spk, threshold=1e9, max_len_ratio=ratio)
+            return mmseq.generate_speech(model, ids, lengths, speaker_embeddings=spk, threshold=1e9,
+                                         max_len_ratio=ratio)
 
         dropout_off(True)
         ref, got = hf_run(), ours_run()
@@ -194,7 +190,7 @@ def main() -> None:
                                        eos_token_id=_NO_EOS)
 
         def ours_asr_run():
-            return ours_asr.generate(wav, num_beams=beams, max_new_tokens=new_tokens, eos_id=_NO_EOS)
+            return mmseq.generate(ours_asr, wav, num_beams=beams, max_new_tokens=new_tokens, eos_id=_NO_EOS)
 
         def hf_encoder_run():
             with torch.no_grad():

@@ -4,7 +4,7 @@ s3prl's ``upstream/mockingjay/model.py`` (``TransformerModel``, random weights, 
 checkpoint and loaded with ``mmseq.load``, so both sides hold identical weights. Each call encodes one zero-padded
 batch of log-mel frames with lengths and returns all hidden states: s3prl as its upstream does it (``builder.
 process_input_data``: lengths from non-zero frames, a 0/1 attention mask, positions from its sinusoid table, then
-``TransformerModel(..., output_all_encoded_layers=True)``); mmseq through ``TeraModel.forward_features``. Times
+``TransformerModel(..., output_all_encoded_layers=True)``); mmseq through the TERA model's ``forward_features``. Times
 are medians over ``--repeats`` runs that alternate between the two, under ``torch.inference_mode``; the last
 column is the largest difference between the two outputs over valid frames.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 import mmseq
+from timing import machine_line  # bench/timing.py
 
 SIZES = {
     "base": {"hidden_size": 768, "num_hidden_layers": 3, "num_attention_heads": 12, "intermediate_size": 3072},
@@ -104,8 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     theirs, task_py, ours = build_pair(args.variant)
     task_py.get_sinusoid_table(SIZES[args.variant]["hidden_size"])  # s3prl's table is built once and cached
-    print(f"CPU: {platform.machine()}, torch {torch.__version__} ({args.threads} threads); TERA {args.variant}; "
-          f"median of {args.repeats} runs")
+    print(f"{machine_line()}; TERA {args.variant}; median of {args.repeats} runs")
     print()
     print("| batch | frames (max) | padding | s3prl (ms) | mmseq (ms) | speed-up (s3prl / mmseq) | max abs diff |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -21,14 +21,16 @@ from typing import Any
 import torch.nn as nn
 from safetensors.torch import load_model, save_model
 
+from mmseq.data.tokenizers import checkpoint_tokenizer
 from mmseq.errors import CheckpointError
+from mmseq.registry import create_model, is_registered, submodel_arguments
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 # Other projects' checkpoint formats (HF transformers, s3prl, ...) plug in here: ``detect(path) -> bool`` and
-# ``load(path, **overrides) -> nn.Module``. mmseq.interop registers them.
+# ``load(path, **overrides) -> nn.Module``. mmseq.interop registers them when ``import mmseq`` imports it.
 _FOREIGN_FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., nn.Module]]] = []
 
 
@@ -173,8 +175,46 @@ def _recover_interrupted_swap(directory: Path) -> None:
         os.rename(backup, directory)
 
 
+def text_vocab_sizes(model: nn.Module) -> dict[str, int]:
+    """``{module name: vocab_size}`` of every text pre-/post-net of ``model`` (their ``modality`` is ``"text"``)."""
+    return {name: int(m.vocab_size) for name, m in model.named_modules()
+            if getattr(m, "modality", None) == "text" and hasattr(m, "vocab_size")}
+
+
+def attach_tokenizer(model: nn.Module, tokenizer: Any, where: str) -> None:
+    """Give ``model`` its checkpoint's tokenizer after checking that the two agree on the vocabulary.
+
+    Raises:
+        CheckpointError: the tokenizer has another number of tokens than a text pre-/post-net of the model (ids
+            the model emits would not decode, or ids the tokenizer gives would not embed).
+    """
+    for name, size in text_vocab_sizes(model).items():
+        if size != len(tokenizer):
+            raise CheckpointError(f"the tokenizer of {where} has {len(tokenizer)} tokens but the model's {name} has "
+                                  f"a vocabulary of {size}: they do not belong together")
+    model.tokenizer = tokenizer
+
+
+def build_model(name: str, args: dict[str, Any] | None = None) -> nn.Module:
+    """:func:`~mmseq.registry.create_model`, with sub-model arguments given as checkpoint paths loaded first.
+
+    A builder's sub-model argument (e.g. ``tera_downstream``'s ``upstream``) may name a checkpoint (an mmseq
+    directory, or a format :func:`load` knows); it is loaded here and passed in as a model, so the builder does no
+    I/O and the new model's config records the upstream's spec instead of the path.
+    """
+    args = dict(args or {})
+    for key in submodel_arguments(name):
+        value = args.get(key)
+        if isinstance(value, (str, os.PathLike)) and not is_registered(str(value)) and Path(value).exists():
+            args[key] = load(value)
+    return create_model(name, **args)
+
+
 def load(path: str | Path, **overrides: Any) -> nn.Module:
     """Load a model from an mmseq checkpoint directory, or from another project's format that mmseq knows.
+
+    Loading never follows a path recorded at training time: the directory's ``config.json`` and weights are
+    all it reads (a wrapped model's spec and weights are inside them).
 
     Args:
         path: checkpoint directory (or file, for formats that are single files).
@@ -183,9 +223,6 @@ def load(path: str | Path, **overrides: Any) -> nn.Module:
     Raises:
         CheckpointError: the path is missing, incomplete, of unknown format, or its weights do not fit.
     """
-    import mmseq.interop  # noqa: F401  (registers the foreign formats)
-    from mmseq.registry import create_model  # late: registry imports the model families
-
     path = Path(path)
     _recover_interrupted_swap(path)
     if not path.exists():
@@ -205,11 +242,9 @@ def load(path: str | Path, **overrides: Any) -> nn.Module:
             f"weights of {str(path)!r} do not fit model {config['builder']!r}: "
             f"missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
         )
-    from mmseq.data.tokenizers import checkpoint_tokenizer
-
     tokenizer = checkpoint_tokenizer(path)
     if tokenizer is not None:
-        model.tokenizer = tokenizer
+        attach_tokenizer(model, tokenizer, f"checkpoint {str(path)!r}")
     return model
 
 

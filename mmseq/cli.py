@@ -11,12 +11,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mmseq.data.cli import add_parser as add_data
 from mmseq.errors import MmseqError
+from mmseq.inference.cli import add_parser as add_infer
+from mmseq.registry import list_models, model_arguments
+from mmseq.train.cli import add_parsers as add_train
 
 
 def _models(args: argparse.Namespace) -> int:
-    from mmseq.registry import list_models, model_arguments
-
     for name in list_models(args.pattern):
         if args.verbose:
             print(name, " ".join(f"{k}={v!r}" for k, v in model_arguments(name).items()))
@@ -26,10 +28,6 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmseq.data.cli import add_parser as add_data
-    from mmseq.inference.cli import add_parser as add_infer
-    from mmseq.train.cli import add_parsers as add_train
-
     parser = argparse.ArgumentParser(prog="mmseq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -3,13 +3,22 @@
 A builder is a function whose keyword arguments are the model's configuration. ``create_model(name, **overrides)``
 checks the overrides against the builder's signature, builds the model and records the builder name and the
 arguments on ``model.mmseq_config`` so that :func:`mmseq.save_pretrained` can write them to ``config.json``.
+
+A model that wraps another (a downstream probe around an upstream encoder) takes it as a **sub-model argument**,
+declared with ``@register_model(submodels=("upstream",))``. Such an argument accepts a registered name, a model
+spec ``{"builder": ..., "args": {...}}`` (what ``config.json`` records) or a model already built by
+:func:`create_model` (e.g. one loaded from a checkpoint); the recorded config keeps the spec, never a path, and the
+wrapped model's weights are saved with the wrapper's. Builders do no I/O: turning a checkpoint path into a model
+is the checkpoint layer's job (:func:`mmseq.checkpoint.build_model`).
+
+The registry imports no model family: importing ``mmseq`` registers them.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.nn as nn
@@ -17,30 +26,36 @@ import torch.nn as nn
 from mmseq.errors import ConfigError, unknown_choice
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_SUBMODELS: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn`` under its function name. Its keyword arguments are the model's config fields."""
-    name = fn.__name__
-    if name in _MODELS and _MODELS[name] is not fn:
-        raise ValueError(f"model {name!r} is registered twice")
-    _MODELS[name] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, submodels: Sequence[str] = ()):
+    """Register ``fn`` under its function name; its keyword arguments are the model's config fields.
 
+    Use bare (``@register_model``) or with ``submodels``: the names of arguments that take another model.
+    """
 
-def _ensure_builtin_models() -> None:
-    # Importing the model families runs their @register_model decorators.
-    import mmseq.models  # noqa: F401
+    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _MODELS and _MODELS[name] is not builder:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = builder
+        _SUBMODELS[name] = tuple(submodels)
+        return builder
+
+    return register(fn) if fn is not None else register
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (e.g. ``"speecht5_*"``), sorted."""
-    _ensure_builtin_models()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
+def is_registered(name: str) -> bool:
+    return name in _MODELS
+
+
 def model_builder(name: str) -> Callable[..., nn.Module]:
-    _ensure_builtin_models()
     if name not in _MODELS:
         raise ConfigError(unknown_choice("model", name, _MODELS))
     return _MODELS[name]
@@ -50,6 +65,39 @@ def model_arguments(name: str) -> dict[str, Any]:
     """The builder's configurable arguments and their defaults."""
     sig = inspect.signature(model_builder(name))
     return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def submodel_arguments(name: str) -> tuple[str, ...]:
+    """The builder's arguments that take another model (see the module notes)."""
+    model_builder(name)
+    return _SUBMODELS[name]
+
+
+def is_model_spec(value: Any) -> bool:
+    """True for ``{"builder": name, "args": {...}}``, the form ``config.json`` records a model in."""
+    return isinstance(value, dict) and set(value) == {"builder", "args"} and isinstance(value["builder"], str)
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """The spec a model built by :func:`create_model` was made from."""
+    config = getattr(model, "mmseq_config", None)
+    if config is None:
+        raise ConfigError(f"{type(model).__name__} was not built by mmseq.create_model, so it cannot be recorded in "
+                          "a config; build it with mmseq.create_model(name, ...)")
+    return {"builder": config["builder"], "args": dict(config["args"])}
+
+
+def build_submodel(value: str | dict[str, Any] | nn.Module, what: str) -> nn.Module:
+    """A sub-model argument as a model: a registered name, a model spec, or a model built by :func:`create_model`."""
+    if isinstance(value, nn.Module):
+        return value
+    if is_model_spec(value):
+        return create_model(value["builder"], **value["args"])
+    if isinstance(value, str) and value in _MODELS:
+        return create_model(value)
+    raise ConfigError(f"{what} {value!r} is not a registered model or a model spec "
+                      "({'builder': ..., 'args': {...}}); a checkpoint path is loaded by mmseq train or "
+                      "mmseq.checkpoint.build_model, or pass a loaded model (mmseq.load(path))")
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -64,5 +112,6 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         if key not in valid:
             raise ConfigError(unknown_choice(f"argument of model {name!r}:", key, valid))
     model = builder(**overrides)
-    model.mmseq_config = {"builder": name, "args": dict(overrides)}
+    recorded = {k: model_spec(v) if isinstance(v, nn.Module) else v for k, v in overrides.items()}
+    model.mmseq_config = {"builder": name, "args": recorded}
     return model

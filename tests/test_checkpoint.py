@@ -92,3 +92,33 @@ def test_weights_that_do_not_fit_are_named(model, tmp_path):
 def test_model_not_from_registry_cannot_be_saved(tmp_path):
     with pytest.raises(CheckpointError, match="not built by mmseq.create_model"):
         mmseq.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "x")
+
+
+def test_a_tokenizer_that_does_not_fit_the_vocabulary_is_refused_at_load(tmp_path):
+    from mmseq.data.tokenizers import SpeechT5CharTokenizer
+
+    tokenizer = SpeechT5CharTokenizer.train(["hello world", "turn on the lights"])
+    model = mmseq.create_model("speecht5_asr_tiny", vocab_size=len(tokenizer))
+    model.tokenizer = tokenizer
+    mmseq.save_pretrained(model, tmp_path / "fits")
+    assert len(mmseq.load(tmp_path / "fits").tokenizer) == len(tokenizer)
+    wrong = mmseq.create_model("speecht5_asr_tiny")  # the default 81-token vocabulary
+    wrong.tokenizer = tokenizer
+    mmseq.save_pretrained(wrong, tmp_path / "wrong")
+    with pytest.raises(CheckpointError, match=f"tokenizer of .* has {len(tokenizer)} tokens but the model's "
+                                              "decoder_prenet has a vocabulary of 81"):
+        mmseq.load(tmp_path / "wrong")
+
+
+def test_loading_follows_no_path_recorded_in_the_config(tmp_path, monkeypatch):
+    # A probe built around a loaded upstream records the upstream's spec; moving everything keeps it loadable.
+    upstream = mmseq.create_model("tera_tiny")
+    mmseq.save_pretrained(upstream, tmp_path / "up")
+    probe = mmseq.create_model("tera_downstream", upstream=mmseq.load(tmp_path / "up"), num_classes=3)
+    mmseq.save_pretrained(probe, tmp_path / "probe")
+    config = json.loads((tmp_path / "probe" / "config.json").read_text())
+    assert config["args"]["upstream"] == {"builder": "tera_tiny", "args": {}}
+    (tmp_path / "up").rename(tmp_path / "gone")
+    monkeypatch.chdir(tmp_path / "gone")
+    loaded = mmseq.load(tmp_path / "probe")
+    assert _same_weights(probe, loaded)

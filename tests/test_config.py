@@ -37,8 +37,20 @@ def test_mistyped_value_and_bad_choice(recipe):
 
 
 def test_missing_required_key_and_malformed_override(tmp_path):
-    with pytest.raises(ConfigError, match="'model' is required"):
-        load_config(RunConfig, None, ["task=sequence_reversal"])
+    from dataclasses import dataclass
+
+    from omegaconf import MISSING
+
+    from mmseq.train.loop import train
+
+    @dataclass
+    class Needs:
+        name: str = MISSING
+
+    with pytest.raises(ConfigError, match="'name' is required"):
+        load_config(Needs, None, [])
+    with pytest.raises(ConfigError, match="no model: set `model:`"):
+        train(load_config(RunConfig, None, ["task=sequence_reversal", f"trainer.out_dir={tmp_path}"]))
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load_config(RunConfig, None, ["trainer.max_steps"])
     with pytest.raises(ConfigError, match="does not exist"):
@@ -46,7 +58,7 @@ def test_missing_required_key_and_malformed_override(tmp_path):
 
 
 def test_task_args_are_validated_against_the_task(recipe):
-    from mmseq.train.tasks import build_task
+    from mmseq.tasks import build_task
 
     with pytest.raises(ConfigError, match="task_args: unknown config key 'vocab'.*vocab_size"):
         build_task("sequence_reversal", {"vocab": 3})

@@ -2,8 +2,8 @@
 
 Autoregressive decoding runs a few hundred small operators per step, and at batch 1 on a CPU their dispatch is
 a visible share of the step: under ``inference_mode`` the dispatcher skips autograd's version counters and view
-tracking: a SpeechT5-base TTS generation step took 11.83 ms under it against 12.38 ms under ``no_grad`` on a
-2-core CPU (``python bench/speecht5_step_breakdown.py``, interleaved medians). Tensors created in that mode are
+tracking (``python bench/speecht5_step_breakdown.py`` times a step both ways; ``bench/README.md`` has the
+numbers). Tensors created in that mode are
 *inference tensors*: autograd refuses to save them for a backward pass and they cannot be changed in place
 outside the mode. So that a caller can train on, or edit, what generation returns, :func:`generation_mode` clones the results
 once on the way out (a mel or a token matrix: negligible beside the generation) unless the caller is itself in

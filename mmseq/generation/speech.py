@@ -4,6 +4,11 @@ and stop logits (:class:`~mmseq.postnets.speech.SpeechDecoderPostnet`).
 Each step runs the decoder pre-net on the newest frame only (positions continue from the cache), the decoder on
 one step with the KV cache, and the post-net's linear heads. A row that stops gets its convolutional post-net
 and leaves the batch, so long and short utterances in one batch cost what they cost alone.
+
+The fast paths are chosen here, on purpose: the pre-net's one-frame :meth:`~mmseq.prenets.speech.
+SpeechDecoderPrenet.step`, the decoder's fused step (:class:`~mmseq.nn.incremental.StepDecoder`) and the post-net's
+one-product heads (:class:`~mmseq.postnets.speech.StepHeads`) each only when the modules they read are the plain
+ones they know; otherwise that part runs its module path. ``fast=False`` runs the module path throughout.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import torch
 from torch import Tensor
 
 from mmseq.errors import InputError
+from mmseq.generation.engine import Encoded
 from mmseq.generation.mode import generation_mode
-from mmseq.generation.text import encode
-from mmseq.nn.backbone import EncoderDecoderModel
+from mmseq.models.compose import EncoderDecoderModel
+from mmseq.nn.incremental import StepDecoder, is_plain
+from mmseq.prenets.speech import STEP_MODULES
 
 
 @dataclass
@@ -34,7 +41,7 @@ class SpeechGenerationOutput:
 def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None, *,
                     speaker_embeddings: Tensor | None = None, threshold: float = 0.5, stop_rule: str = "sum",
                     min_len_ratio: float = 0.0, max_len_ratio: float = 20.0, vocoder=None,
-                    generator: torch.Generator | None = None) -> SpeechGenerationOutput:
+                    generator: torch.Generator | None = None, fast: bool = True) -> SpeechGenerationOutput:
     """Generate mel frames until each row stops.
 
     Args:
@@ -47,11 +54,13 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
             reduction factor; the maximum guarantees termination.
         vocoder: optional module mapping ``[B, T, n_mels]`` to waveforms (with ``samples_per_frame``).
         generator: seeds the decoder pre-net's always-on dropout.
+        fast: allow the one-step fast paths (False: the module path throughout, the reference).
     """
     if stop_rule not in ("sum", "any"):
         raise InputError(f"stop_rule must be 'sum' or 'any', got {stop_rule!r}")
     prenet, postnet = model.decoder_prenet, model.decoder_postnet
-    enc, enc_lengths = encode(model, x, lengths)
+    enc = Encoded(model, x, lengths)
+    enc_lengths = enc.lengths
     batch, device = enc.memory.shape[0], enc.memory.device
     dtype = prenet.final_layer.weight.dtype  # the pre-net's (fp32 on a CPU under set_precision)
     out_dtype = postnet.feat_out.weight.dtype
@@ -68,22 +77,32 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
             spk = spk[None].expand(batch, -1)
         if spk.shape[0] != batch:
             raise InputError(f"got {spk.shape[0]} speaker embeddings for a batch of {batch}")
+    # The fast paths read weights directly: only for the plain modules they know (see the module notes).
+    fast_prenet = fast and is_plain(prenet, STEP_MODULES) and not prenet.training
+    heads = postnet.step_heads() if fast else None  # frames and stop logits in one product, or None
+    stepper = StepDecoder(model.decoder, fast)
     previous_generator = prenet.generator
     prenet.generator = generator
     try:
         cache = model.decoder.new_cache()
-        heads = postnet.step_heads()  # frames and stop logits in one product
         alive = list(range(batch))
         frames: list[list[Tensor]] = [[] for _ in range(batch)]
         results: list[Tensor | None] = [None] * batch
         last = torch.zeros(batch, 1, n_mels, device=device, dtype=dtype)
-        conditioning = None if spk is None else prenet.speaker_conditioning(spk)  # once, not once per step
+        # The speaker layer split once per call (W_x x + a per-row speaker term) instead of once per step.
+        conditioning = None if spk is None or not fast_prenet else prenet.speaker_conditioning(spk)
         step = 0
         while alive:
             step += 1
-            hidden, _ = prenet(last, None, offset=cache.length, speaker_conditioning=conditioning)
-            out = model.decoder(hidden, None, enc.memory, enc.padding_mask, cache=cache).last_hidden_state
-            new, logits = heads(out[:, 0].to(out_dtype))  # [b, r, n_mels], [b, r]
+            if fast_prenet:
+                hidden = prenet.step(last[:, 0], cache.length, conditioning)
+            else:
+                hidden, _ = prenet(last, None, offset=cache.length, speaker_embeddings=spk)
+            out = stepper(hidden, cache, enc.memory, enc.padding_mask)[:, 0].to(out_dtype)
+            if heads is not None:
+                new, logits = heads(out)  # [b, r, n_mels], [b, r]
+            else:
+                new, logits = postnet.frames(out[:, None]), postnet.stop_logits(out[:, None])
             prob = torch.sigmoid(logits)
             scores = (prob.sum(-1) if stop_rule == "sum" else prob.amax(-1)).tolist()
             stopped = []
@@ -99,9 +118,11 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
                 kept = [i for i in range(len(alive)) if i not in stopped]
                 keep = torch.tensor(kept, dtype=torch.long, device=device)
                 cache.select(keep)
-                enc = enc.select(keep)
+                enc.select(keep)
                 if conditioning is not None:
                     conditioning = (conditioning[0], conditioning[1].index_select(0, keep))
+                if spk is not None:
+                    spk = spk.index_select(0, keep)
                 alive, new = [alive[i] for i in kept], new[keep]
             last = new[:, -1:, :].to(dtype)
     finally:

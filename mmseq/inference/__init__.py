@@ -8,44 +8,37 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from mmseq.checkpoint import load
 from mmseq.errors import ConfigError, InputError, unknown_choice
+from mmseq.inference.precision import DTYPES, set_precision
 from mmseq.inference.speech import (SpeakerIdPipeline, SpeechToSpeechPipeline, SpeechToTextPipeline,
                                     TextToSpeechPipeline)
 
 PIPELINES = {"asr": SpeechToTextPipeline, "st": SpeechToTextPipeline, "tts": TextToSpeechPipeline,
              "vc": SpeechToSpeechPipeline, "se": SpeechToSpeechPipeline, "sid": SpeakerIdPipeline}
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+# What a model must read and write for each task (the ``reads`` / ``writes`` of mmseq.models.compose).
+TASK_MODALITIES = {"asr": ("waveform", "text"), "st": ("waveform", "text"), "tts": ("text", "mel"),
+                   "vc": ("waveform", "mel"), "se": ("waveform", "mel"), "sid": ("waveform", "classes")}
 
 
 def _as_model(model: Any, what: str) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     if isinstance(model, (str, Path)):
-        from mmseq.checkpoint import load
-
         return load(model)
     raise InputError(f"{what} must be a checkpoint path or a model, got {type(model).__name__}")
 
 
-def set_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """Cast ``model`` for inference in ``dtype``.
-
-    On CUDA the whole model is cast. On the CPU, reduced precision pays off only where decoding streams weights
-    (matrix-vector products at small batch), and only for large matrices: CPUs without native bf16/fp16
-    arithmetic convert every element, so large bf16 matrix products and small bf16 matrix-vector products run
-    slower than fp32. So only the decoder is cast; the encoder (one large product per layer), the pre-nets and
-    post-nets (small matrices; the speech post-net's frames also feed back into every later step) stay in fp32,
-    and the decoder's one-step path (:mod:`mmseq.nn.incremental`) keeps its residual stream, layer norms,
-    attention and its smaller matrices in fp32 there. fp16 weights keep about 8x less rounding error than bf16
-    (10 mantissa bits against 7); which streams faster depends on the CPU (``bench/speecht5_vs_transformers.py``
-    reports both).
-    """
-    model = model.to(device=device)
-    if dtype == torch.float32 or device.type != "cpu" or not hasattr(model, "decoder"):
-        return model.to(dtype=dtype)
-    model.decoder.to(dtype=dtype)
-    return model
+def check_fits(task: str, model: nn.Module, source: Any) -> None:
+    """Raise ConfigError unless ``model`` reads and writes what ``task`` needs (named when the pipeline is built,
+    not on its first call)."""
+    reads, writes = getattr(model, "reads", None), getattr(model, "writes", None)
+    need_reads, need_writes = TASK_MODALITIES[task]
+    if (reads, writes) != (need_reads, need_writes):
+        builder = getattr(model, "mmseq_config", {}).get("builder", type(model).__name__)
+        where = f"{str(source)!r} ({builder})" if isinstance(source, (str, Path)) else builder
+        raise ConfigError(f"pipeline {task!r} needs a model that reads {need_reads} and writes {need_writes}; "
+                          f"model {where} reads {reads} and writes {writes}")
 
 
 def pipeline(task: str, model: Any, vocoder: Any = None, device: str | torch.device | None = None,
@@ -66,10 +59,11 @@ def pipeline(task: str, model: Any, vocoder: Any = None, device: str | torch.dev
         dtype = DTYPES[dtype]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = _as_model(model, "model")
+    check_fits(task, loaded, model)
     cls = PIPELINES[task]
     if cls in (TextToSpeechPipeline, SpeechToSpeechPipeline):
         return cls(loaded, device, dtype, None if vocoder is None else _as_model(vocoder, "vocoder"))
     return cls(loaded, device, dtype)
 
 
-__all__ = ["pipeline"]
+__all__ = ["DTYPES", "PIPELINES", "check_fits", "pipeline", "set_precision"]

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 
-def _run(args: argparse.Namespace) -> int:
-    from mmseq.data.audio import save_audio
-    from mmseq.inference import pipeline
+from mmseq.data.audio import save_audio
+from mmseq.inference import PIPELINES, pipeline
 
+
+def _run(args: argparse.Namespace) -> int:
     pipe = pipeline(args.task, args.model, vocoder=args.vocoder, device=args.device, dtype=args.dtype)
     kwargs: dict = {"batch_size": args.batch_size}
     if args.task in ("asr", "st"):
@@ -31,8 +32,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from mmseq.inference import PIPELINES
-
     p = sub.add_parser("infer", help="run a model on files (audio tasks) or texts (tts)")
     p.add_argument("task", choices=sorted(PIPELINES))
     p.add_argument("inputs", nargs="+", help="audio files, or texts for tts")

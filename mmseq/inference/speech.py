@@ -12,6 +12,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmseq.errors import InputError
+from mmseq.generation import generate, generate_speech
+from mmseq.inference.precision import set_precision
 from mmseq.inference.inputs import is_batch, load_speaker_embeddings, load_waveform, pad_waveforms
 from mmseq.vocoders import GriffinLimVocoder
 
@@ -20,8 +22,6 @@ SAMPLE_RATE = 16000
 
 class _Pipeline:
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype):
-        from mmseq.inference import set_precision
-
         self.model = set_precision(model, dtype, device).eval()
         self.device, self.dtype = device, dtype
         # Inputs enter the encoder, which keeps its own dtype (fp32 on the CPU, see set_precision).
@@ -56,7 +56,7 @@ class SpeechToTextPipeline(_Pipeline):
         with torch.inference_mode():
             for chunk in self._chunks(items, batch_size):
                 wav, lengths = self._waveforms(chunk, sampling_rate)
-                tokens = self.model.generate(wav, lengths, num_beams=num_beams, max_new_tokens=max_new_tokens)
+                tokens = generate(self.model, wav, lengths, num_beams=num_beams, max_new_tokens=max_new_tokens)
                 texts += [self.tokenizer.decode(row) for row in tokens.cpu()]
         return texts if is_batch(inputs) else texts[0]
 
@@ -100,7 +100,7 @@ class _SpeechOutputPipeline(_Pipeline):
         return load_speaker_embeddings(speaker_embeddings, dim, count, self.dtype, self.device)
 
     def _speak(self, x: Tensor, lengths: Tensor, spk: Tensor | None, **kwargs: Any) -> list[np.ndarray]:
-        out = self.model.generate_speech(x, lengths, speaker_embeddings=spk, **kwargs)
+        out = generate_speech(self.model, x, lengths, speaker_embeddings=spk, **kwargs)
         wav = self.vocoder(out.mel.to(self.vocoder_dtype))
         step = self.vocoder.samples_per_frame
         return [wav[i, : int(n) * step].float().cpu().numpy() for i, n in enumerate(out.lengths)]

@@ -17,8 +17,11 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from mmseq.atomic import atomic_write_text
-from mmseq.checkpoint import register_checkpoint_format, write_directory
+from mmseq.checkpoint import attach_tokenizer, register_checkpoint_format, write_directory
+from mmseq.data.tokenizers import checkpoint_tokenizer
 from mmseq.errors import CheckpointError
+from mmseq.registry import create_model, model_arguments
+from mmseq.vocoders.hifigan import fold_weight_norm
 
 ARCHITECTURES = {"SpeechT5ForSpeechToText": "asr", "SpeechT5ForTextToSpeech": "tts",
                  "SpeechT5ForSpeechToSpeech": "vc"}
@@ -115,8 +118,6 @@ def to_mmseq_key(key: str) -> str | None:
 
 def load_hf_speecht5(path: Path, **overrides: Any) -> nn.Module:
     """Build the mmseq SpeechT5 model an HF directory describes and load its weights (tokenizer attached)."""
-    from mmseq.registry import create_model
-
     config = json.loads((path / "config.json").read_text())
     task, args = builder_args(config)
     model = create_model(f"speecht5_{task}_base", **{**args, **overrides})
@@ -137,11 +138,9 @@ def load_hf_speecht5(path: Path, **overrides: Any) -> nn.Module:
         model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         raise CheckpointError(f"weights of {str(path)!r} do not fit {task} SpeechT5: {e}") from None
-    from mmseq.data.tokenizers import checkpoint_tokenizer
-
     tokenizer = checkpoint_tokenizer(path)
     if tokenizer is not None:
-        model.tokenizer = tokenizer
+        attach_tokenizer(model, tokenizer, f"SpeechT5 checkpoint {str(path)!r}")
     return model
 
 
@@ -153,8 +152,6 @@ def export_hf_speecht5(model: nn.Module, directory: str | Path) -> Path:
     task = getattr(model, "task", None)
     if task not in ARCHITECTURE_OF:
         raise CheckpointError(f"only SpeechT5 asr/st/tts/vc/se models export to transformers, not {cfg['builder']}")
-    from mmseq.registry import model_arguments
-
     args = {**model_arguments(cfg["builder"]), **cfg["args"]}
     if args.get("norm_first"):
         raise CheckpointError("pre-LN (large) SpeechT5 has no transformers equivalent")
@@ -203,9 +200,6 @@ def _tuples(value: Any) -> Any:
 
 def load_hf_hifigan(path: Path, **overrides: Any) -> nn.Module:
     """transformers' ``SpeechT5HifiGan`` directory -> mmseq ``speecht5_hifigan`` (weight norm folded)."""
-    from mmseq.registry import create_model
-    from mmseq.vocoders.hifigan import fold_weight_norm
-
     config = json.loads((path / "config.json").read_text())
     args = {k: _tuples(config[k]) for k in HIFIGAN_FIELDS if k in config}
     model = create_model("speecht5_hifigan", **{**args, **overrides})

@@ -33,6 +33,8 @@ from torch import Tensor
 from mmseq.atomic import atomic_file
 from mmseq.checkpoint import register_checkpoint_format
 from mmseq.errors import CheckpointError
+from mmseq.models.tera import s3prl_key_map
+from mmseq.registry import create_model, model_arguments
 
 BUILDER = "tera_base"  # every TERA variant is tera_base with other sizes
 
@@ -191,7 +193,7 @@ def builder_args(states: dict[str, Any], where: str = "checkpoint") -> dict[str,
 
 
 def load_s3prl(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
-    """Build a :class:`~mmseq.models.tera.TeraModel` from an s3prl TERA/Mockingjay checkpoint file.
+    """Build a TERA :class:`~mmseq.models.compose.EncoderModel` from an s3prl TERA/Mockingjay checkpoint file.
 
     Args:
         path: the ``.ckpt`` file.
@@ -204,9 +206,6 @@ def load_s3prl(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     Raises:
         CheckpointError: untrusted content, an unsupported config, or weights that do not fit.
     """
-    from mmseq.models.tera import s3prl_key_map
-    from mmseq.registry import create_model
-
     where = f"s3prl checkpoint {str(path)!r}"
     states = read_checkpoint(path)
     args = {**builder_args(states, where), **overrides}
@@ -243,9 +242,6 @@ def _transformer_config(args: dict[str, Any]) -> dict[str, Any]:
 
 def to_s3prl_states(model: torch.nn.Module) -> dict[str, Any]:
     """The checkpoint dict s3prl's ``upstream/mockingjay/builder.py`` reads, from an mmseq TERA model."""
-    from mmseq.models.tera import s3prl_key_map
-    from mmseq.registry import model_arguments
-
     config = getattr(model, "mmseq_config", None)
     if config is None or not config["builder"].startswith("tera_"):
         raise CheckpointError("only TERA models built by mmseq.create_model('tera_*') can be exported to s3prl")

@@ -1,5 +1,9 @@
-"""Model families. Importing this package registers every builder in it."""
+"""Model families, one file each, and the model kinds they compose (:mod:`mmseq.models.compose`).
 
-from mmseq.models import generic, speecht5  # noqa: F401
-from mmseq.vocoders import hifigan  # noqa: F401
-from mmseq.models import tera  # noqa: F401
+Importing this package registers every builder in it (``import mmseq`` does).
+"""
+
+from mmseq.models import downstream, generic, speecht5, tera  # noqa: F401
+from mmseq.models.compose import DecoderOnlyModel, EncoderDecoderModel, EncoderModel, Seq2SeqOutput
+
+__all__ = ["DecoderOnlyModel", "EncoderDecoderModel", "EncoderModel", "Seq2SeqOutput"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from mmseq.nn.backbone import EncoderDecoderModel, EncoderModel
+from mmseq.models.compose import EncoderDecoderModel, EncoderModel
 from mmseq.nn.transformer import LayerSpec, TransformerDecoder, TransformerEncoder
 from mmseq.postnets.classifier import ClassifierPostnet
 from mmseq.postnets.speech import SpeechDecoderPostnet
@@ -70,7 +70,9 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
                                      max_positions=max_text_positions)
         encoder_prenet.encode_positions.dropout.p = positional_dropout  # SpeechT5 drops out after the positions
     if task == "sid":
-        return EncoderModel(encoder_prenet, encoder, ClassifierPostnet(dim, num_classes))
+        model = EncoderModel(encoder_prenet, encoder, ClassifierPostnet(dim, num_classes))
+        model.task = task
+        return model
 
     decoder = TransformerDecoder(dec_spec, decoder_layers, layerdrop=decoder_layerdrop,
                                  gradient_checkpointing=gradient_checkpointing)

@@ -1,11 +1,12 @@
-"""Modality-agnostic building blocks: attention with a KV cache, transformer stacks, positional encodings and
-the composition of pre-nets, trunk and post-nets."""
+"""Modality-agnostic building blocks: attention with a KV cache, transformer stacks and their one-step decoding
+path, positional encodings, time-major convolutions, dropout, and the weighted sum of layers."""
 
-from mmseq.nn.attention import KVCache, MultiheadAttention
-from mmseq.nn.backbone import EncoderDecoderModel, EncoderModel, Features, lengths_to_padding_mask
+from mmseq.nn.attention import KVCache, MultiheadAttention, lengths_to_padding_mask, padding_mask_or_none
+from mmseq.nn.incremental import StepDecoder, is_plain
+from mmseq.nn.layer_sum import WeightedLayerSum
 from mmseq.nn.transformer import (DecoderCache, LayerSpec, TransformerDecoder, TransformerDecoderLayer,
                                   TransformerEncoder, TransformerEncoderLayer)
 
-__all__ = ["DecoderCache", "EncoderDecoderModel", "EncoderModel", "Features", "KVCache", "LayerSpec",
-           "MultiheadAttention", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
-           "TransformerEncoderLayer", "lengths_to_padding_mask"]
+__all__ = ["DecoderCache", "KVCache", "LayerSpec", "MultiheadAttention", "StepDecoder", "TransformerDecoder",
+           "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "WeightedLayerSum",
+           "is_plain", "lengths_to_padding_mask", "padding_mask_or_none"]

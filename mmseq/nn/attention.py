@@ -21,6 +21,20 @@ from mmseq.nn.dropout import dropout as mmseq_dropout
 from mmseq.nn.linear import Linear
 
 
+def lengths_to_padding_mask(lengths: Tensor, max_length: int | None = None) -> Tensor:
+    """``lengths [B]`` -> bool ``[B, max_length]``, True at padding."""
+    max_length = int(lengths.max()) if max_length is None else max_length
+    return torch.arange(max_length, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+def padding_mask_or_none(lengths: Tensor, max_length: int) -> Tensor | None:
+    """:func:`lengths_to_padding_mask`, or None when no row is padded (attention then needs no mask, and SDPA can
+    take its fastest kernel)."""
+    if bool((lengths == max_length).all()):
+        return None
+    return lengths_to_padding_mask(lengths, max_length)
+
+
 class KVCache:
     """Keys and values of one attention layer for incremental decoding.
 

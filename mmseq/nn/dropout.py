@@ -2,12 +2,15 @@
 
 On the CPU, ``F.dropout`` draws one Mersenne-Twister number per element through ``bernoulli_``. For the
 attention probabilities and hidden states of a small model that is the largest single cost of a training step
-(a ``torch.profiler`` run of TERA pretraining: 24% of CPU time in ``bernoulli_``). Here each 64-bit word of
-numpy's SFC64 generator gives four independent 16-bit lanes, each compared with a threshold: a quarter of the
-draws, from a faster generator, and no floating-point conversion (``bench/dropout.py``). The drop probability is rounded to a multiple of
-1/65536 (at most 7.7e-6 away from ``p``). Each mask's SFC64 stream is seeded by one draw from torch's generator
-(the default one, or the one given), so ``torch.manual_seed`` still makes runs repeatable. On other devices
-``F.dropout`` is used: GPU kernels draw their masks from a counter-based generator that is already cheap.
+(``bench/README.md`` has the profile and ``bench/dropout.py`` the comparison). Here each 64-bit word of numpy's
+SFC64 generator gives four independent 16-bit lanes, each compared with a threshold: a quarter of the draws, from
+a faster generator, and no floating-point conversion. The drop probability is rounded to a multiple of 1/65536 (at
+most 7.7e-6 away from ``p``). Each mask's SFC64 stream is seeded by one draw from torch's generator (the default
+one, or the one given), so ``torch.manual_seed`` still makes runs repeatable.
+
+This mask is a CPU specialisation and is used only there. On other devices ``F.dropout`` runs (GPU kernels draw
+their masks from a counter-based generator that is already cheap), or, with an explicit ``generator``, a mask from
+``torch.rand`` on the generator's device.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ def dropout(x: Tensor, p: float, training: bool = True, generator: torch.Generat
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if p == 1.0:
         return x * 0.0
-    if x.device.type != "cpu" and generator is None:
-        return F.dropout(x, p, training=True)
+    if x.device.type != "cpu":
+        if generator is None:
+            return F.dropout(x, p, training=True)
+        keep = torch.rand(x.shape, generator=generator, device=generator.device) >= p
+        return x * keep.to(device=x.device, dtype=x.dtype).mul_(1.0 / (1.0 - p))
     # bool -> uint8 -> float is several times faster than bool -> float on the CPU; autograd saves only the
     # scaled mask for the backward of the product.
     scaled = keep_mask(x.shape, p, generator).view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - p))

@@ -1,4 +1,4 @@
-"""One-step incremental decoding with little Python and dispatch overhead.
+"""One-step incremental decoding with little Python and dispatch overhead: the decoder's fast path.
 
 Generating a token or a frame runs every decoder layer on one new position. At batch 1 each weight matrix is
 multiplied by one vector, so the step is bound by how fast the weights stream from memory, and the module path
@@ -6,9 +6,10 @@ multiplied by one vector, so the step is bound by how fast the weights stream fr
 the same arithmetic with fewer, larger operators:
 
 * the self-attention q/k/v projections are one fused product (their weights concatenated once per generation
-  call, when the :class:`~mmseq.nn.transformer.DecoderCache` is first used);
+  call, when :class:`FusedDecoder` is built);
 * a single row uses ``addmv`` (weights streamed once, bias fused), many rows ``addmm``;
-* no masks are built (one query at the newest position sees every cached key; an unpadded memory needs none);
+* no masks are built unless rows carry padded positions (one query at the newest position sees every cached key;
+  an unpadded memory needs none);
 * at batch 1 with a short memory (heads x memory length <= width: a TTS text of up to 64 tokens in SpeechT5-base),
   cross-attention folds its query and output projections into the memory's keys and values once per generation
   call (:func:`fold_cross_attention`), so a step reads two ``[heads * S, D]`` matrices instead of two ``[D, D]``
@@ -21,10 +22,13 @@ the same arithmetic with fewer, larger operators:
   included) stays there: the feed-forward's hidden layer goes from one product to the next without a round trip,
   and the residual addition brings the sublayer's output back to fp32 as it adds (no separate cast). Rounding
   the output costs no accuracy that the next product's rounded input would not (``mv`` accumulates in fp32);
-  attention runs in fp32 because CPU SDPA is about 3x slower in bf16/fp16 for one query.
+  attention runs in fp32 because CPU SDPA is several times slower in bf16/fp16 for one query.
 
-:meth:`TransformerDecoder.forward` takes this path for one new step in eval mode without gradients; the module
-path remains the reference (tests compare the two).
+Nothing switches this path on implicitly. The decode engine (:class:`StepDecoder`, used by :mod:`mmseq.generation`)
+builds it on purpose, and only for a decoder made of the plain modules it knows (:func:`is_plain`): a wrapped,
+hooked or subclassed layer (LoRA, adapters, forward hooks, weight parametrizations) makes the engine fall back to
+the module path, :meth:`~mmseq.nn.transformer.TransformerDecoder.forward` with the cache, which stays the reference
+(tests compare the two). Timings behind these choices: ``bench/README.md`` (SpeechT5).
 """
 
 from __future__ import annotations
@@ -32,41 +36,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules import module as _module_hooks
 
-_REDUCED = (torch.bfloat16, torch.float16)
+from mmseq.nn.attention import KVCache, MultiheadAttention
+from mmseq.nn.dropout import Dropout
+from mmseq.nn.linear import Linear, compute_dtype, project
+from mmseq.nn.transformer import DecoderCache, FeedForward, TransformerDecoder, TransformerDecoderLayer
+
+# Below this many elements a reduced-precision matrix is upcast once per call for the one-step path (see _matrix).
 _REDUCED_MIN_ELEMENTS = 1 << 20
 
-
-def compute_dtype(x: Tensor, weight_dtype: torch.dtype) -> torch.dtype:
-    """fp32 for reduced-precision weights on a CPU (no native bf16/fp16 arithmetic there); else the input's."""
-    if x.device.type == "cpu" and weight_dtype in _REDUCED:
-        return torch.float32
-    return x.dtype
+# The modules the fused decoder step knows how to read. Exact classes: a subclass may change what forward does.
+DECODER_MODULES = frozenset({TransformerDecoder, TransformerDecoderLayer, MultiheadAttention, FeedForward, Linear,
+                             nn.Linear, nn.LayerNorm, Dropout, nn.ModuleList})
 
 
-def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x [N, in] @ weight.T + bias``; ``x`` and ``bias`` in the compute dtype, ``weight`` in its own.
-
-    One row streams the weights once (``mv``); with reduced-precision weights on a CPU the row is rounded to the
-    weights' dtype and the product returned in the compute dtype. Many rows with reduced-precision CPU weights
-    use an fp32 copy of the weights (CPU bf16/fp16 matrix products are compute-bound and slow there).
-    """
-    if weight.dtype == x.dtype:
-        if x.shape[0] == 1:
-            if bias is None:
-                y = torch.mv(weight, x.view(-1))
-            elif weight.dtype in _REDUCED and weight.device.type == "cpu":
-                y = torch.mv(weight, x.view(-1)).add_(bias)  # CPU bf16 addmv is slower than mv and an add
-            else:
-                y = torch.addmv(bias, weight, x.view(-1))
-            return y.view(1, -1)
-        return F.linear(x, weight, bias)
-    if x.shape[0] == 1:
-        y = torch.mv(weight, x.view(-1).to(weight.dtype)).to(x.dtype).view(1, -1)
-        return y if bias is None else y.add_(bias)
-    return F.linear(x, weight.to(x.dtype), bias)
+def is_plain(module: nn.Module, known: frozenset[type] | set[type]) -> bool:
+    """True when ``module`` and every submodule is exactly one of the ``known`` classes and nothing hooks their
+    forward (no module or global forward hooks): then a fast path that reads their weights directly computes what
+    calling them would. Weight parametrizations change a module's class, so they make it not plain."""
+    if _module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks:
+        return False
+    return all(type(m) in known and not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
 
 
 def _product(y: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -81,9 +75,8 @@ def _matrix(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """A weight for the one-step path: reduced precision is kept only where it streams faster than ``dtype``.
 
     On a CPU without bf16/fp16 arithmetic a reduced-precision ``mv`` converts every element, which costs more
-    than the bytes it saves below about a million elements (``bench/README.md``, SpeechT5: at 768 x 768 a bf16
-    ``mv`` took 70 µs against fp32's 55, at 3072 x 768 175 µs against 280); smaller matrices are upcast once per
-    generation call.
+    than the bytes it saves below about a million elements (``bench/README.md``, SpeechT5, has the measurements);
+    smaller matrices are upcast once per generation call.
     """
     weight = weight.detach()
     if weight.dtype != dtype and weight.device.type == "cpu" and weight.numel() < _REDUCED_MIN_ELEMENTS:
@@ -122,16 +115,16 @@ class _LayerWeights:
     qkv_b: Tensor | None
     out_w: Tensor
     out_b: Tensor | None
-    cross_q_w: Tensor
+    cross_q_w: Tensor | None  # the cross-attention ones are None in a decoder-only trunk
     cross_q_b: Tensor | None
-    cross_out_w: Tensor
+    cross_out_w: Tensor | None
     cross_out_b: Tensor | None
     fc1_w: Tensor
     fc1_b: Tensor | None
     fc2_w: Tensor
     fc2_b: Tensor | None
     self_norm: _Norm
-    cross_norm: _Norm
+    cross_norm: _Norm | None
     final_norm: _Norm
     activation: object
 
@@ -144,48 +137,36 @@ class FusedDecoderWeights:
     the residual stream).
     """
 
-    def __init__(self, decoder, dtype: torch.dtype):
+    def __init__(self, decoder: TransformerDecoder, dtype: torch.dtype):
         self.dtype = dtype
         self.norm_first = decoder.norm_first
         first = decoder.layers[0].self_attn
         self.num_heads, self.head_dim = first.num_heads, first.head_dim
         self.final_norm = None if decoder.layer_norm is None else _Norm.of(decoder.layer_norm, dtype)
         self.layers = []
+
+        def product(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            weight = _matrix(weight, dtype)
+            return weight, _param(bias, weight.dtype)
+
         for layer in decoder.layers:
             sa, ca, ff = layer.self_attn, layer.encoder_attn, layer.feed_forward
-
-            def product(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
-                weight = _matrix(weight, dtype)
-                return weight, _param(bias, weight.dtype)
-
             qkv_w, qkv_b = product(torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),
                                    _cat_bias(sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias))
             out_w, out_b = product(sa.out_proj.weight, sa.out_proj.bias)
-            cross_q_w, cross_q_b = product(ca.q_proj.weight, ca.q_proj.bias)
-            cross_out_w, cross_out_b = product(ca.out_proj.weight, ca.out_proj.bias)
+            cross_q_w = cross_q_b = cross_out_w = cross_out_b = cross_norm = None
+            if ca is not None:
+                cross_q_w, cross_q_b = product(ca.q_proj.weight, ca.q_proj.bias)
+                cross_out_w, cross_out_b = product(ca.out_proj.weight, ca.out_proj.bias)
+                cross_norm = _Norm.of(layer.encoder_attn_layer_norm, dtype)
             fc1_w, fc1_b = product(ff.intermediate_dense.weight, ff.intermediate_dense.bias)
             fc2_w, fc2_b = product(ff.output_dense.weight, ff.output_dense.bias)
             self.layers.append(_LayerWeights(
                 qkv_w=qkv_w, qkv_b=qkv_b, out_w=out_w, out_b=out_b, cross_q_w=cross_q_w, cross_q_b=cross_q_b,
                 cross_out_w=cross_out_w, cross_out_b=cross_out_b, fc1_w=fc1_w, fc1_b=fc1_b, fc2_w=fc2_w, fc2_b=fc2_b,
-                self_norm=_Norm.of(layer.self_attn_layer_norm, dtype),
-                cross_norm=_Norm.of(layer.encoder_attn_layer_norm, dtype),
-                final_norm=_Norm.of(layer.final_layer_norm, dtype),
-                activation=ff.activation,
+                self_norm=_Norm.of(layer.self_attn_layer_norm, dtype), cross_norm=cross_norm,
+                final_norm=_Norm.of(layer.final_layer_norm, dtype), activation=ff.activation,
             ))
-
-
-def cross_keys_values(decoder, memory: Tensor, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-    """Cross-attention keys and values ``[B, H, S, head_dim]`` of every layer, in the compute dtype."""
-    b, s, _ = memory.shape
-    mem = memory.to(dtype).reshape(b * s, -1)
-    out = []
-    for layer in decoder.layers:
-        attn = layer.encoder_attn
-        k = project(mem, attn.k_proj.weight, _param(attn.k_proj.bias, dtype))
-        v = project(mem, attn.v_proj.weight, _param(attn.v_proj.bias, dtype))
-        out.append(tuple(t.view(b, s, attn.num_heads, attn.head_dim).transpose(1, 2) for t in (k, v)))
-    return out
 
 
 def fold_cross_attention(keys: Tensor, values: Tensor, lw: _LayerWeights, padding_mask: Tensor | None
@@ -227,26 +208,30 @@ def _folded(cache, lw: _LayerWeights, padding_mask: Tensor | None) -> tuple[Tens
     return cache.derived or None
 
 
-def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_caches,
-                memory_padding_mask: Tensor | None) -> Tensor:
+def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches: list[KVCache],
+                cross_caches: list[KVCache] | None, memory_padding_mask: Tensor | None,
+                self_padding_mask: Tensor | None = None) -> Tensor:
     """Run every layer on one new position ``x [B, D]`` (compute dtype); appends to the self-attention caches.
 
     ``cross_caches`` hold the keys/values of the memory (None: no memory, the cross-attention sublayer is
-    skipped, as the module path does); ``memory_padding_mask [B, S]`` is True at padding.
+    skipped, as the module path does); ``memory_padding_mask [B, S]`` is True at padding. ``self_padding_mask
+    [B, past + 1]`` is True at cached positions a row must not attend to (a shorter prompt's padding in a batch);
+    None: every cached position counts.
     """
     b = x.shape[0]
     h, hd = weights.num_heads, weights.head_dim
     d = h * hd
     cd = x.dtype
     keep = None if memory_padding_mask is None else ~memory_padding_mask[:, None, None, :]
+    keep_self = None if self_padding_mask is None else ~self_padding_mask[:, None, None, :]
     for i, (lw, self_cache) in enumerate(zip(weights.layers, self_caches)):
-        # self-attention over the cache plus the new position (no mask: it is the newest)
+        # self-attention over the cache plus the new position (no causal mask: it is the newest)
         y = lw.self_norm(x) if weights.norm_first else x
         qkv = _product(y, lw.qkv_w, lw.qkv_b).to(cd).view(b, 3, h, 1, hd)
         k, v = self_cache.append_stacked(qkv[:, 1:].transpose(0, 1))
         if k.dtype != cd:  # filled by the module path in another dtype
             k, v = k.to(cd), v.to(cd)
-        a = F.scaled_dot_product_attention(qkv[:, 0], k, v).view(b, d)
+        a = F.scaled_dot_product_attention(qkv[:, 0], k, v, attn_mask=keep_self).view(b, d)
         a = _product(a, lw.out_w, lw.out_b)
         x = x + a if weights.norm_first else lw.self_norm(x + a)  # the addition promotes a to x's dtype
         if cross_caches is not None:  # cross-attention to the memory
@@ -273,3 +258,42 @@ def decode_step(weights: FusedDecoderWeights, x: Tensor, self_caches, cross_cach
     if weights.final_norm is not None:
         x = weights.final_norm(x)
     return x
+
+
+class StepDecoder:
+    """Runs a :class:`~mmseq.nn.transformer.TransformerDecoder` one new position at a time for one generation call.
+
+    With ``fast=True`` and a decoder of plain modules (:func:`is_plain`), steps in eval mode without gradients run
+    through :func:`decode_step` on weights fused once here; otherwise, and whenever the decoder is training or
+    gradients are on, through the decoder's own ``forward`` with the cache (the reference path). Build one per
+    generation call: the fused weights are a copy, taken on the first fused step.
+
+    Args:
+        decoder: the decoder stack.
+        fast: allow the fused path.
+    """
+
+    def __init__(self, decoder: TransformerDecoder, fast: bool = True):
+        self.decoder = decoder
+        self.fast = fast and is_plain(decoder, DECODER_MODULES)
+        self._fused: FusedDecoderWeights | None = None
+
+    @property
+    def uses_fused_path(self) -> bool:
+        return self.fast and not self.decoder.training and not torch.is_grad_enabled()
+
+    def __call__(self, x: Tensor, cache: DecoderCache, memory: Tensor | None = None,
+                 memory_padding_mask: Tensor | None = None, self_padding_mask: Tensor | None = None) -> Tensor:
+        """One new position ``x [B, 1, D]`` -> ``[B, 1, D]`` in x's dtype. ``self_padding_mask [B, past + 1]`` is
+        True at cached positions to ignore (None: none)."""
+        if not self.uses_fused_path:
+            return self.decoder(x, self_padding_mask, memory, memory_padding_mask, cache=cache).last_hidden_state
+        dtype = compute_dtype(x, self.decoder.weight_dtype)
+        if self._fused is None or self._fused.dtype != dtype:
+            self._fused = FusedDecoderWeights(self.decoder, dtype)
+        if memory is not None and cache.cross_attn[0].keys is None:
+            self.decoder.fill_cross_cache(cache, memory)
+        cross = None if memory is None else cache.cross_attn
+        out = decode_step(self._fused, x[:, 0].to(dtype), cache.self_attn, cross, memory_padding_mask,
+                          self_padding_mask)
+        return out.to(x.dtype)[:, None]

@@ -1,13 +1,14 @@
-"""``nn.Linear`` with faster paths for bf16 inference on CPUs without native bf16 matrix units.
+"""Linear products for decoding: one-row matrix-vector products, reduced-precision weights on a CPU.
 
 Incremental decoding at batch 1 multiplies each weight matrix by one vector, which is bound by how fast the
-weights stream from memory: there torch's bf16 ``mv`` kernel streams about 1.5x faster than fp32, while the
-bf16 ``addmm`` that ``F.linear`` dispatches to is no faster than fp32. With many rows (an encoder output
-projected once for cross-attention) the product is compute-bound and CPU bf16 ``addmm`` is several times slower
-than fp32, so the weights are upcast for it. A single fp32 row without gradients uses ``addmv`` too: the
-``addmm`` that ``F.linear`` dispatches to costs several times more for one row of a small matrix (the speech
-decoder pre-net and post-net heads, run once per generated frame). Parameter names and every other case are
-``nn.Linear``'s.
+weights stream from memory. :func:`project` runs such a product as ``mv`` / ``addmv`` (the weights streamed once,
+the bias fused), which the ``addmm`` that ``F.linear`` dispatches to does not do for one row. With reduced-precision
+weights on a CPU (no native bf16/fp16 arithmetic) the input row is rounded to the weights' dtype and the product
+handed back in the compute dtype; many rows use an fp32 copy of the weights, because CPU bf16/fp16 matrix products
+are compute-bound and slow there. ``bench/README.md`` (SpeechT5) has the measurements behind these choices.
+
+:class:`Linear` is ``nn.Linear`` (same parameter names) that takes these paths on the CPU when no gradient is
+needed; every other case, and every other device, is ``F.linear``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,42 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmseq.nn.incremental import project
+REDUCED = (torch.bfloat16, torch.float16)
+
+
+def compute_dtype(x: Tensor, weight_dtype: torch.dtype) -> torch.dtype:
+    """fp32 for reduced-precision weights on a CPU (no native bf16/fp16 arithmetic there); else the input's."""
+    if x.device.type == "cpu" and weight_dtype in REDUCED:
+        return torch.float32
+    return x.dtype
+
+
+def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x [N, in] @ weight.T + bias``; ``x`` and ``bias`` in the compute dtype, ``weight`` in its own.
+
+    One row streams the weights once (``mv``); with reduced-precision weights on a CPU the row is rounded to the
+    weights' dtype and the product returned in the compute dtype. Many rows with reduced-precision CPU weights
+    use an fp32 copy of the weights.
+    """
+    if weight.dtype == x.dtype:
+        if x.shape[0] == 1:
+            if bias is None:
+                y = torch.mv(weight, x.view(-1))
+            elif weight.dtype in REDUCED and weight.device.type == "cpu":
+                y = torch.mv(weight, x.view(-1)).add_(bias)  # CPU bf16 addmv is slower than mv and an add
+            else:
+                y = torch.addmv(bias, weight, x.view(-1))
+            return y.view(1, -1)
+        return F.linear(x, weight, bias)
+    if x.shape[0] == 1:
+        y = torch.mv(weight, x.view(-1).to(weight.dtype)).to(x.dtype).view(1, -1)
+        return y if bias is None else y.add_(bias)
+    return F.linear(x, weight.to(x.dtype), bias)
 
 
 class Linear(nn.Linear):
+    """``nn.Linear`` with :func:`project` for one CPU row without gradients, and fp32 products for bf16 rows."""
+
     def forward(self, x: Tensor) -> Tensor:
         if (x.device.type != "cpu" or x.dtype != self.weight.dtype
                 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):

@@ -35,13 +35,14 @@ def sinusoidal_table(num_positions: int, dim: int, padding_idx: int | None = Non
     return table
 
 
-def make_positions(padding_mask: Tensor, padding_idx: int, past_length: int = 0) -> Tensor:
+def make_positions(padding_mask: Tensor, padding_idx: int, past_length: int | Tensor = 0) -> Tensor:
     """fairseq position ids ``[B, T]``: ``padding_idx + 1 + index`` at real steps, ``padding_idx`` at padding.
 
     Args:
         padding_mask: ``[B, T]`` bool, True at padding.
         padding_idx: the id reserved for padding.
-        past_length: steps already decoded (incremental decoding shifts the positions).
+        past_length: steps already decoded (incremental decoding shifts the positions): an int, or one per row
+            ``[B, 1]``.
     """
     real = (~padding_mask).long()
     return (torch.cumsum(real, dim=1) + past_length) * real + padding_idx
@@ -97,15 +98,24 @@ class ScaledPositionalEncoding(nn.Module):
         self.dropout = Dropout(dropout)
         self.register_buffer("pe", interleaved_sinusoidal_table(max_len, dim), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """``x [B, T, dim]`` -> same shape; ``offset`` is the position of the first step (incremental use)."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """``x [B, T, dim]`` -> same shape; ``offset`` is the position of the first step (incremental use), one
+        for the batch or one per row (``[B]``)."""
+        if isinstance(offset, Tensor):
+            positions = offset[:, None] + torch.arange(x.shape[1], device=x.device)[None, :]
+            self._grow(int(positions.max()) + 1)
+            pe = self.alpha * self.pe.to(x.dtype)[positions]
+            return self.dropout(x + pe)
         return self.dropout(x + self.scaled(offset, offset + x.shape[1], x.dtype))
+
+    def _grow(self, length: int) -> None:
+        if length > self.pe.shape[0]:
+            with torch.inference_mode(False):  # an ordinary buffer even when grown during generation
+                self.pe = interleaved_sinusoidal_table(length, self.dim).to(self.pe.device)
 
     def scaled(self, start: int, end: int, dtype: torch.dtype) -> Tensor:
         """``alpha * pe[start:end]`` in ``dtype`` (the table grows on demand)."""
-        if end > self.pe.shape[0]:
-            with torch.inference_mode(False):  # an ordinary buffer even when grown during generation
-                self.pe = interleaved_sinusoidal_table(end, self.dim).to(self.pe.device)
+        self._grow(end)
         return self.alpha * self.pe[start:end].to(dtype)
 
 

@@ -20,8 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmseq.nn.attention import KVCache, MultiheadAttention
 from mmseq.nn.dropout import Dropout
-from mmseq.nn.incremental import FusedDecoderWeights, compute_dtype, cross_keys_values, decode_step
-from mmseq.nn.linear import Linear
+from mmseq.nn.linear import Linear, compute_dtype, project
 from mmseq.nn.positional import RelativePositionalEncoding
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}
@@ -147,15 +146,20 @@ class TransformerEncoder(nn.Module):
 
 
 class TransformerDecoderLayer(nn.Module):
-    def __init__(self, spec: LayerSpec, encoder_dim: int | None = None):
+    """Causal self-attention, cross-attention to a memory (unless ``cross_attention=False``: a decoder-only
+    trunk), feed-forward."""
+
+    def __init__(self, spec: LayerSpec, encoder_dim: int | None = None, cross_attention: bool = True):
         super().__init__()
         self.norm_first = spec.norm_first
         eps = spec.layer_norm_eps
         self.self_attn = MultiheadAttention(spec.dim, spec.num_heads, dropout=spec.attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(spec.dim, eps=eps)
-        self.encoder_attn = MultiheadAttention(spec.dim, spec.num_heads, dropout=spec.attention_dropout,
-                                               kdim=encoder_dim, vdim=encoder_dim)
-        self.encoder_attn_layer_norm = nn.LayerNorm(spec.dim, eps=eps)
+        self.encoder_attn = self.encoder_attn_layer_norm = None
+        if cross_attention:
+            self.encoder_attn = MultiheadAttention(spec.dim, spec.num_heads, dropout=spec.attention_dropout,
+                                                   kdim=encoder_dim, vdim=encoder_dim)
+            self.encoder_attn_layer_norm = nn.LayerNorm(spec.dim, eps=eps)
         self.dropout = Dropout(spec.dropout)
         self.feed_forward = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout,
                                         spec.dropout)
@@ -165,6 +169,8 @@ class TransformerDecoderLayer(nn.Module):
                 memory_padding_mask: Tensor | None, self_cache: KVCache | None = None,
                 cross_cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """Returns ``(x [B, T, D], cross-attention weights [B, H, T, S] or None)``."""
+        if memory is not None and self.encoder_attn is None:
+            raise ValueError("this decoder has no cross-attention (a decoder-only trunk): pass memory=None")
         self_kw = dict(padding_mask=padding_mask, is_causal=True, cache=self_cache)
         cross_kw = dict(padding_mask=memory_padding_mask, cache=cross_cache, need_weights=need_weights)
         weights = None
@@ -182,16 +188,11 @@ class TransformerDecoderLayer(nn.Module):
 
 
 class DecoderCache:
-    """Per-layer self- and cross-attention caches plus the number of steps decoded so far.
-
-    It also keeps the decoder's weights fused for one-step decoding (:mod:`mmseq.nn.incremental`), built on
-    first use: a cache lives for one generation call, so the copy never outlives a change of the weights.
-    """
+    """Per-layer self- and cross-attention caches; :attr:`length` = steps decoded so far."""
 
     def __init__(self, num_layers: int):
         self.self_attn = [KVCache() for _ in range(num_layers)]
         self.cross_attn = [KVCache() for _ in range(num_layers)]
-        self.fused: FusedDecoderWeights | None = None
 
     @property
     def length(self) -> int:
@@ -216,40 +217,46 @@ class DecoderOutput:
 
 
 class TransformerDecoder(nn.Module):
-    """A stack of causal decoder layers with cross-attention to an encoder output, and an incremental cache.
+    """A stack of causal decoder layers with cross-attention to an encoder output (none in a decoder-only trunk,
+    ``cross_attention=False``), and an incremental cache.
 
     With a :class:`DecoderCache`, feed only the new steps: self-attention keys/values of earlier steps are taken
     from the cache, and cross-attention keys/values are computed from ``memory`` on the first call only.
     The self-attention padding mask, when given with a cache, must cover all steps so far (past + new).
+    This is the module path, the reference; :mod:`mmseq.nn.incremental` runs the same arithmetic one position at
+    a time with fewer operators, for generation.
     """
 
     def __init__(self, spec: LayerSpec, num_layers: int, layerdrop: float = 0.0, encoder_dim: int | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, cross_attention: bool = True):
         super().__init__()
         self.norm_first, self.layerdrop = spec.norm_first, layerdrop
         self.gradient_checkpointing = gradient_checkpointing
         self.dim = spec.dim
-        self.layers = nn.ModuleList(TransformerDecoderLayer(spec, encoder_dim) for _ in range(num_layers))
+        self.cross_attention = cross_attention
+        self.layers = nn.ModuleList(TransformerDecoderLayer(spec, encoder_dim, cross_attention)
+                                    for _ in range(num_layers))
         # Pre-LN stacks end with a layer norm; post-LN stacks (SpeechT5 base) have none.
         self.layer_norm = nn.LayerNorm(spec.dim, eps=spec.layer_norm_eps) if spec.norm_first else None
 
     def new_cache(self) -> DecoderCache:
         return DecoderCache(len(self.layers))
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.layers[0].self_attn.q_proj.weight.dtype
+
     def forward(self, x: Tensor, padding_mask: Tensor | None = None, memory: Tensor | None = None,
                 memory_padding_mask: Tensor | None = None, cache: DecoderCache | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> DecoderOutput:
-        """Decode ``x [B, T, D]`` against ``memory [B, S, D_enc]``.
+        """Decode ``x [B, T, D]`` against ``memory [B, S, D_enc]`` (None in a decoder-only trunk).
 
         Args:
             padding_mask: ``[B, T]`` (``[B, past + T]`` with a cache), True at padding.
             memory_padding_mask: ``[B, S]``, True at padded encoder steps.
             cache: incremental-decoding state, updated in place.
         """
-        if (cache is not None and x.shape[1] == 1 and padding_mask is None and not self.training
-                and not torch.is_grad_enabled() and not output_hidden_states and not output_attentions):
-            return DecoderOutput(self._step(x[:, 0], memory, memory_padding_mask, cache)[:, None])
-        in_dtype, weight_dtype = x.dtype, self.layers[0].self_attn.q_proj.weight.dtype
+        in_dtype, weight_dtype = x.dtype, self.weight_dtype
         if in_dtype != weight_dtype and in_dtype.is_floating_point:  # pre-nets kept in fp32 (set_precision)
             x = x.to(weight_dtype)
             memory = None if memory is None else memory.to(weight_dtype)
@@ -280,22 +287,17 @@ class TransformerDecoder(nn.Module):
         return DecoderOutput(x.to(in_dtype), hidden, attentions)
 
     def fill_cross_cache(self, cache: DecoderCache, memory: Tensor) -> None:
-        """Compute every layer's cross-attention keys and values from ``memory [B, S, D_enc]`` into ``cache``.
+        """Compute every layer's cross-attention keys and values ``[B, H, S, head_dim]`` from ``memory [B, S,
+        D_enc]`` into ``cache``, in the compute dtype (fp32 for a reduced-precision decoder on a CPU).
 
         Decoding does this on its first step; beam search calls it on the B distinct encoder outputs and then
         repeats the cache rows per beam (``cache.select``), so the projections run once per utterance.
         """
-        dtype = compute_dtype(memory, self.layers[0].self_attn.q_proj.weight.dtype)
-        for kv_cache, (k, v) in zip(cache.cross_attn, cross_keys_values(self, memory, dtype)):
+        dtype = compute_dtype(memory, self.weight_dtype)
+        b, s, _ = memory.shape
+        mem = memory.to(dtype).reshape(b * s, -1)
+        for kv_cache, layer in zip(cache.cross_attn, self.layers):
+            attn = layer.encoder_attn
+            k, v = (project(mem, p.weight, None if p.bias is None else p.bias.detach().to(dtype))
+                    .view(b, s, attn.num_heads, attn.head_dim).transpose(1, 2) for p in (attn.k_proj, attn.v_proj))
             kv_cache.set(k, v)
-
-    def _step(self, x: Tensor, memory: Tensor | None, memory_padding_mask: Tensor | None,
-              cache: DecoderCache) -> Tensor:
-        """One new position ``x [B, D]`` through every layer on the fused path; returns ``[B, D]`` in x's dtype."""
-        dtype = compute_dtype(x, self.layers[0].self_attn.q_proj.weight.dtype)
-        if cache.fused is None or cache.fused.dtype != dtype:
-            cache.fused = FusedDecoderWeights(self, dtype)
-        if memory is not None and cache.cross_attn[0].keys is None:
-            self.fill_cross_cache(cache, memory)
-        cross = None if memory is None else cache.cross_attn
-        return decode_step(cache.fused, x.to(dtype), cache.self_attn, cross, memory_padding_mask).to(x.dtype)

@@ -20,6 +20,8 @@ class SpectrogramPredictionHead(nn.Module):
         layer_norm_eps: epsilon of the layer norm (TERA: 1e-12).
     """
 
+    modality = "frames"
+
     def __init__(self, dim: int, output_dim: int, activation: str = "gelu", layer_norm_eps: float = 1e-12):
         super().__init__()
         self.output_dim = output_dim

@@ -10,8 +10,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmseq.nn.dropout import Dropout
-from mmseq.nn.incremental import project
-from mmseq.nn.linear import Linear
+from mmseq.nn.incremental import is_plain
+from mmseq.nn.linear import Linear, project
 
 
 @dataclass
@@ -45,6 +45,8 @@ class SpeechDecoderPostnet(nn.Module):
         layers / units / kernel / dropout: the convolutional post-net.
     """
 
+    modality = "mel"
+
     def __init__(self, dim: int = 768, num_mel_bins: int = 80, reduction_factor: int = 2, layers: int = 5,
                  units: int = 256, kernel: int = 5, dropout: float = 0.5):
         super().__init__()
@@ -64,8 +66,12 @@ class SpeechDecoderPostnet(nn.Module):
     def stop_logits(self, hidden: Tensor) -> Tensor:
         return self.prob_out(hidden).view(hidden.shape[0], -1)
 
-    def step_heads(self) -> StepHeads:
-        """Both linear heads as one product, for generation (build once per call; a copy of the weights)."""
+    def step_heads(self) -> StepHeads | None:
+        """Both linear heads as one product, for generation (build once per call; a copy of the weights); None
+        when either head is not a plain linear layer (wrapped, hooked, parametrized), whose weights it would
+        bypass."""
+        if not all(is_plain(m, {Linear, nn.Linear}) for m in (self.feat_out, self.prob_out)):
+            return None
         return StepHeads(self)
 
     def postnet(self, mel: Tensor) -> Tensor:

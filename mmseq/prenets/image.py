@@ -25,6 +25,7 @@ class ImagePatchPrenet(nn.Module):
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size, self.in_channels = image_size, in_channels
         self.output_dim, self.downsample_rate = dim, patch_size * patch_size
+        self.modality = "image"
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         num_patches = (image_size // patch_size) ** 2
         self.pos_embed = nn.Parameter(torch.randn(1, num_patches, dim) * 0.02)

@@ -51,6 +51,7 @@ class PointGroupPrenet(nn.Module):
         super().__init__()
         self.num_groups, self.group_size = num_groups, group_size
         self.output_dim, self.downsample_rate = dim, group_size
+        self.modality = "points"
         self.point_mlp = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, 128))
         self.group_mlp = nn.Sequential(nn.Linear(256, 256), nn.GELU(), nn.Linear(256, dim))
         self.pos_mlp = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, dim))

@@ -51,6 +51,7 @@ class SpectrogramPrenet(nn.Module):
     def __init__(self, input_dim: int, dim: int, init_positions: int = 3000, downsample_rate: int = 1):
         super().__init__()
         self.input_dim, self.output_dim, self.downsample_rate = input_dim, dim, downsample_rate
+        self.modality = "frames"
         self.projection = nn.Linear(input_dim, dim)
         # Recomputed, never saved: checkpoints carry no copy of it.
         self.register_buffer("positions", sinusoid_position_table(init_positions, dim), persistent=False)

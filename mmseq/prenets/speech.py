@@ -23,8 +23,7 @@ from torch import Tensor
 from mmseq.errors import InputError
 from mmseq.nn.conv import conv1d_time_major
 from mmseq.nn.dropout import Dropout
-from mmseq.nn.incremental import project
-from mmseq.nn.linear import Linear
+from mmseq.nn.linear import Linear, project
 from mmseq.nn.positional import (ConvPositionalEmbedding, ScaledPositionalEncoding, SinusoidalPositionalEmbedding,
                                  make_positions)
 
@@ -39,12 +38,34 @@ class ConvLayer(nn.Module):
         self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if group_norm else None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Time-major ``x [B, S, C_in]`` -> ``[B, T, C_out]`` (see :mod:`mmseq.nn.conv`); ``lengths`` = valid
-        output steps per row: the normalisation statistics use only those, so a padded row gets the values it
-        would get alone."""
+        """Time-major ``x [B, S, C_in]`` -> ``[B, T, C_out]``; ``lengths`` = valid output steps per row: the
+        normalisation statistics use only those, so a padded row gets the values it would get alone.
+
+        On the CPU the convolutions run as time-major matrix products (:mod:`mmseq.nn.conv`) and the first
+        layer's normalisation is folded into per-row weights (:meth:`_normalised_from_waveform`); on other
+        devices, where those would be Python loops of small kernels, both are plain torch operators
+        (:meth:`reference`), which the CPU paths are tested against."""
+        if x.device.type != "cpu":
+            return self.reference(x, lengths)
         if self.layer_norm is not None:
             return F.gelu(self._normalised_from_waveform(x[:, :, 0], lengths))
         return F.gelu(conv1d_time_major(x, self.conv.weight, self.conv.bias, self.conv.stride[0]))
+
+    def reference(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """:meth:`forward` with plain torch operators: ``F.conv1d`` channel-major, then for the first layer the
+        per-channel normalisation with statistics over each row's valid steps."""
+        y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, stride=self.conv.stride[0])  # [B, C, T]
+        norm = self.layer_norm
+        if norm is not None:
+            steps = y.shape[2]
+            if lengths is None:
+                lengths = torch.full((y.shape[0],), steps, dtype=torch.long, device=y.device)
+            valid = (torch.arange(steps, device=y.device)[None, :] < lengths[:, None]).to(y.dtype)[:, None, :]
+            count = valid.sum(2, keepdim=True)
+            mean = (y * valid).sum(2, keepdim=True) / count
+            var = ((y - mean).square() * valid).sum(2, keepdim=True) / count
+            y = (y - mean) * torch.rsqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
+        return F.gelu(y).transpose(1, 2)
 
     def _normalised_from_waveform(self, wav: Tensor, lengths: Tensor | None) -> Tensor:
         """Convolution + per-channel normalisation of a one-channel input as one product per row.
@@ -160,6 +181,7 @@ class SpeechEncoderPrenet(nn.Module):
                  padding_idx: int = 1):
         super().__init__()
         self.output_dim = dim
+        self.modality = "waveform"
         self.downsample_rate = 1
         for s in conv_strides:
             self.downsample_rate *= s
@@ -212,8 +234,9 @@ class SpeechEncoderPrenet(nn.Module):
         return x, out_lengths
 
     def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
+        """Waveforms long enough for SpecAugment spans (so every parameter is used in training mode)."""
         g = torch.Generator().manual_seed(0)
-        n = 4 * self.feature_encoder.receptive_field
+        n = self.receptive_field + self.downsample_rate * max(4, 2 * self.mask_time_length)
         lengths = torch.tensor([n - (i % 2) * n // 4 for i in range(batch_size)])
         wav = torch.randn(batch_size, n, generator=g) * 0.1
         wav[torch.arange(n)[None, :] >= lengths[:, None]] = 0
@@ -244,6 +267,7 @@ class SpeechDecoderPrenet(nn.Module):
     """
 
     downsample_rate = 1
+    modality = "mel"
 
     def __init__(self, num_mel_bins: int = 80, dim: int = 768, units: int = 256, layers: int = 2,
                  dropout: float = 0.5, speaker_embedding_dim: int = 512, positional_dropout: float = 0.1,
@@ -273,9 +297,6 @@ class SpeechDecoderPrenet(nn.Module):
         :meth:`speaker_conditioning` computed once for a whole generation."""
         if lengths is None:
             lengths = torch.full((frames.shape[0],), frames.shape[1], dtype=torch.long, device=frames.device)
-        if (frames.shape[1] == 1 and speaker_conditioning is not None and not self.training
-                and not torch.is_grad_enabled()):
-            return self._one_step(frames[:, 0], offset, speaker_conditioning), lengths
         x = frames
         for layer in self.layers:
             x = self._always_on_dropout(F.relu(layer(x)))
@@ -290,14 +311,18 @@ class SpeechDecoderPrenet(nn.Module):
             x = F.relu(self.speaker_embeds_layer(torch.cat([x, spk], dim=-1)))
         return x, lengths
 
-    def _one_step(self, x: Tensor, offset: int, speaker_conditioning: tuple[Tensor, Tensor]) -> Tensor:
-        """:meth:`forward` for one frame per row, ``x [B, n_mels]`` -> ``[B, 1, D]``, while generating (eval mode,
-        no gradients): the same arithmetic with one-row products (:func:`~mmseq.nn.incremental.project`) and no
-        module calls, which cost more than the arithmetic at this size. The dropout masks draw the same numbers."""
+    def step(self, x: Tensor, offset: int, speaker_conditioning: tuple[Tensor, Tensor] | None) -> Tensor:
+        """:meth:`forward` for one frame per row, ``x [B, n_mels]`` -> ``[B, 1, D]``, for generation (no
+        gradients): the same arithmetic with one-row products (:func:`~mmseq.nn.linear.project`) and no module
+        calls, which cost more than the arithmetic at this size. It reads the layers' weights directly, so the
+        decode engine calls it only when the pre-net is made of its plain modules (:data:`STEP_MODULES`); the
+        dropout masks draw the same numbers as :meth:`forward`'s."""
         for layer in self.layers:
             x = self._always_on_dropout(F.relu_(project(x, layer.weight, layer.bias)))
         final = self.final_layer
         x = project(x, final.weight, final.bias).add_(self.encode_positions.scaled(offset, offset + 1, x.dtype))
+        if speaker_conditioning is None:
+            return x[:, None]
         weight, term = speaker_conditioning
         return F.relu_(_speaker_layer(x[:, None], weight, term))
 
@@ -317,3 +342,14 @@ class SpeechDecoderPrenet(nn.Module):
         g = torch.Generator().manual_seed(0)
         lengths = torch.tensor([6 - 2 * (i % 2) for i in range(batch_size)])
         return torch.randn(batch_size, 6, self.num_mel_bins, generator=g), lengths
+
+    def dummy_conditioning(self, batch_size: int = 2) -> dict[str, Tensor]:
+        """Speaker x-vectors for :meth:`dummy_inputs` (none when the pre-net takes no speaker input)."""
+        if not self.speaker_embedding_dim:
+            return {}
+        g = torch.Generator().manual_seed(1)
+        return {"speaker_embeddings": torch.randn(batch_size, self.speaker_embedding_dim, generator=g)}
+
+
+# What SpeechDecoderPrenet.step reads directly: a pre-net made of exactly these (no hooks) may take it.
+STEP_MODULES = frozenset({SpeechDecoderPrenet, Linear, nn.ModuleList, ScaledPositionalEncoding, Dropout})

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmseq.errors import InputError
 from mmseq.nn.dropout import Dropout
 from mmseq.nn.positional import ScaledPositionalEncoding, SinusoidalPositionalEmbedding, make_positions
 
@@ -28,6 +29,7 @@ class TokenPrenet(nn.Module):
     """
 
     downsample_rate = 1
+    modality = "text"
 
     def __init__(self, vocab_size: int, dim: int, padding_idx: int = 1, positions: str = "sinusoidal",
                  scale_embedding: bool = False, dropout: float = 0.0, max_positions: int = 1024):
@@ -49,14 +51,20 @@ class TokenPrenet(nn.Module):
             self.encode_positions = ScaledPositionalEncoding(dim, max_len=max_positions)
         self.dropout = Dropout(dropout)
 
-    def forward(self, tokens: Tensor, lengths: Tensor | None = None, offset: int = 0) -> tuple[Tensor, Tensor]:
-        """``tokens [B, L]`` (long) -> ``([B, L, dim], lengths [B])``; ``offset`` = steps already decoded."""
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None,
+                offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
+        """``tokens [B, L]`` (long) -> ``([B, L, dim], lengths [B])``; ``offset`` = positions before these tokens
+        (steps already decoded, a prefix), one for the batch or one per row (``[B]``)."""
+        if tokens.dtype != torch.long or tokens.dim() != 2:
+            raise InputError(f"token ids must be a long tensor [batch, length], got {tokens.dtype} "
+                             f"{list(tokens.shape)}")
         if lengths is None:
             lengths = tokens.ne(self.padding_idx).sum(dim=1)
         x = self.embed_tokens(tokens) * self.embed_scale
         if self.positions == "sinusoidal":
             padding = torch.arange(tokens.shape[1], device=tokens.device)[None, :] >= lengths[:, None]
-            x = x + self.embed_positions(make_positions(padding, self.padding_idx, offset)).to(x.dtype)
+            past = offset[:, None] if isinstance(offset, Tensor) else offset
+            x = x + self.embed_positions(make_positions(padding, self.padding_idx, past)).to(x.dtype)
         elif self.positions == "scaled":
             x = self.encode_positions(x, offset)
         return self.dropout(x), lengths

@@ -1,4 +1,5 @@
-"""Run logs: ``metrics.jsonl`` (one JSON record per logged step) and TensorBoard scalars, on rank 0 only."""
+"""Run logs: ``metrics.jsonl`` (one JSON record per logged step) and TensorBoard scalars, on rank 0 only; and the
+curves drawn from them."""
 
 from __future__ import annotations
 
@@ -41,3 +42,30 @@ class RunLog:
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Records of a ``metrics.jsonl`` file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics_jsonl: str | Path, out_png: str | Path, metric: str = "loss") -> bool:
+    """Training and validation curves of ``metric`` from a run's ``metrics.jsonl`` as a PNG; False when the log
+    holds no value of it."""
+    records = read_metrics(metrics_jsonl) if Path(metrics_jsonl).is_file() else []
+    series = {split: [(r["step"], r[metric]) for r in records if r["split"] == split and metric in r]
+              for split in ("train", "val")}
+    if not any(series.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for split, points in series.items():
+        if points:
+            ax.plot(*zip(*points), marker="o" if split == "val" else None, label=split)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} ({Path(metrics_jsonl).parent.name})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return True

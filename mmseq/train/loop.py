@@ -1,17 +1,28 @@
-"""The training loop every recipe uses: small functions around one ``train(cfg)``.
+"""The training loop every recipe uses: small functions around one ``train(cfg, task=None, model=None, callbacks=())``.
 
 One optimizer step = ``grad_accum`` micro-batches; one micro-batch = ``batch_size`` items over all processes
 (each DDP rank gets its share of every global batch, so 1 and N processes see the same data). Checkpoints are
 taken at step boundaries and hold the model, optimizer, scheduler, loss scaler, every RNG state and the data
 position, so a run killed at any moment and started again ends with the same weights as one never stopped.
+
+A run, read top to bottom: import the config's user code, build the task and the model (or take the ones given),
+load ``init_from`` weights, freeze what ``freeze`` names, build the optimizer and schedule, resume if a checkpoint
+exists, then step; validate every ``val_every`` steps (the loss's metrics averaged over the validation set, and the
+task's own ``evaluate``), keep the best model in ``best/``; at the end evaluate the best model on the test split,
+write ``metrics.json`` and the curves, and call the callbacks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
+import json
 import math
 import random
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +33,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmseq.checkpoint import save_pretrained
-from mmseq.config import to_dict
-from mmseq.data.batching import FixedSizeBatches, ShardedBatchSampler
+from mmseq.atomic import atomic_write_text
+from mmseq.checkpoint import build_model, load, save_pretrained
+from mmseq.config import load_config, to_dict
+from mmseq.data.samplers import FixedSizeBatches, ShardedBatchSampler
 from mmseq.errors import ConfigError
-from mmseq.registry import create_model
+from mmseq.tasks import Callback, Ratio, RunContext, Task, build_task
 from mmseq.train import distributed
 from mmseq.train.config import RunConfig, TrainerConfig
-from mmseq.train.log import RunLog
+from mmseq.train.init import Freezer, init_from
+from mmseq.train.log import RunLog, plot_curves
 from mmseq.train.schedules import make_optimizer, make_scheduler
 from mmseq.train.state import (Progress, latest_checkpoint, load_trainer_state, progress_dict, rng_state,
                                save_checkpoint, set_rng_state)
-from mmseq.train.tasks import Task, build_task
 
 
 def seed_everything(seed: int) -> None:
@@ -60,10 +72,52 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
+def import_user_code(paths: Sequence[str], base: Path | None = None) -> None:
+    """Import each entry of a config's ``imports``: a ``.py`` file (relative to ``base``, the config's folder,
+    else to the working directory) or a dotted module name. What it registers (tasks, models) is then available."""
+    for entry in paths:
+        if entry.endswith(".py"):
+            path = Path(entry)
+            if not path.is_absolute() and base is not None and (base / path).is_file():
+                path = base / path
+            if not path.is_file():
+                raise ConfigError(f"imports: {entry!r} does not exist (relative paths are taken from the config's "
+                                  "folder, then the working directory)")
+            name = f"mmseq_user_{path.resolve().stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+            if name in sys.modules:
+                continue
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            sys.path.insert(0, str(path.resolve().parent))  # so the file can import its neighbours
+            try:
+                spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(str(path.resolve().parent))
+        else:
+            try:
+                importlib.import_module(entry)
+            except ModuleNotFoundError as e:
+                raise ConfigError(f"imports: cannot import module {entry!r}: {e}") from None
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """A :class:`RunConfig` from a recipe YAML and ``key=value`` overrides, its ``imports`` imported (relative to
+    the YAML's folder)."""
+    cfg = load_config(RunConfig, path, overrides)
+    base = Path(path).resolve().parent if path is not None else None
+    if base is not None:  # recorded absolute, so train() and the run's config.yaml find them from anywhere
+        cfg.imports = [str(base / e) if e.endswith(".py") and not Path(e).is_absolute() and (base / e).is_file()
+                       else e for e in cfg.imports]
+    import_user_code(cfg.imports)
+    return cfg
+
+
 def make_loader(dataset: Dataset, sampler: ShardedBatchSampler, task: Task, cfg: TrainerConfig,
-                seed: int) -> DataLoader:
+                seed: int, evaluation: bool = False) -> DataLoader:
     # An explicit generator: worker seeds must not draw from (and so shift) the global RNG stream.
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate, num_workers=cfg.num_workers,
+    collate = task.eval_collate if evaluation and task.eval_collate is not None else task.collate
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers,
                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
 
 
@@ -85,49 +139,78 @@ def train_batches(task: Task, cfg: TrainerConfig, progress: Progress,
         progress.batches_in_epoch = 0
 
 
+class MetricSums:
+    """Running sums of a loss's metrics: per-item averages weighted by item counts, :class:`Ratio` s summed."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, metrics: dict[str, Any], items: float) -> None:
+        for key, value in metrics.items():
+            num, den = (float(value[0]), float(value[1])) if isinstance(value, Ratio) else (float(value) * items,
+                                                                                            float(items))
+            self.sums[key] = self.sums.get(key, 0.0) + num
+            self.weights[key] = self.weights.get(key, 0.0) + den
+
+    def result(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] if self.weights[k] else float("nan") for k in self.sums}
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, dataset: Dataset, cfg: TrainerConfig, device: torch.device) -> dict:
-    """Loss and task metrics averaged over ``dataset`` (weighted by batch sizes), in eval mode."""
+def evaluate(model: nn.Module, task: Task, split: str, cfg: TrainerConfig, device: torch.device) -> dict[str, float]:
+    """Metrics of ``split`` (``"val"`` or ``"test"``) in eval mode: the loss's metrics over the whole split (see
+    :class:`MetricSums`), then the task's ``evaluate`` (which replaces same-named ones)."""
+    dataset = task.split(split)
+    if dataset is None:
+        raise ConfigError(f"the task has no {split} split")
     was_training = model.training
     model.eval()
-    plan = FixedSizeBatches(len(dataset), cfg.batch_size, shuffle=False)
-    loader = make_loader(dataset, ShardedBatchSampler(plan, 0), task, cfg, seed=0)
-    totals: dict[str, float] = {}
-    count = 0
+    plan = FixedSizeBatches(len(dataset), cfg.eval_batch_size or cfg.batch_size, shuffle=False)
+    loader = make_loader(dataset, ShardedBatchSampler(plan, 0), task, cfg, seed=0, evaluation=True)
+    sums = MetricSums()
     for batch in loader:
         batch = to_device(batch, device)
         with autocast(cfg.precision, device):
             loss, metrics = task.loss(model, batch)
-        n = task.batch_size_of(batch)
-        for key, value in {"loss": loss.item(), **metrics}.items():
-            totals[key] = totals.get(key, 0.0) + value * n
-        count += n
+        sums.add({"loss": loss.item(), **metrics}, task.batch_size_of(batch))
+    result = sums.result()
+    if task.evaluate is not None:
+        result.update(task.evaluate(model, split))
     model.train(was_training)
-    return {k: v / max(count, 1) for k, v in totals.items()}
+    return result
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
-def train(cfg: RunConfig) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the final validation metrics (empty without a val set).
+def train(cfg: RunConfig, task: Task | None = None, model: nn.Module | None = None,
+          callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the summary written to ``metrics.json``.
 
-    The output directory receives ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``,
-    ``checkpoints/step_N`` (resumable) and ``best/`` (a loadable model with the best validation metric).
+    Args:
+        cfg: the run's configuration (``cfg.task`` / ``cfg.model`` name what to build unless given here).
+        task: a built task (a recipe's own); default: ``build_task(cfg.task, cfg.task_args)``.
+        model: a built model (from :func:`mmseq.create_model` or :func:`mmseq.load`, so that it can be saved);
+            default: built from ``cfg.model`` and ``cfg.model_args``.
+        callbacks: more :class:`~mmseq.tasks.Callback` s beside the task's own.
+
+    The output directory receives ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/step_N``
+    (resumable), ``best/`` (the model with the best validation metric), ``metrics.json`` and ``loss.png``.
     """
-    tc = cfg.trainer
-    dist, device = distributed.setup(tc.device)
+    dist, device = distributed.setup(cfg.trainer.device)
     finished = False
     try:
-        metrics = _train(cfg, dist, device)
+        summary = _train(cfg, task, model, list(callbacks), dist, device)
         finished = True
-        return metrics
+        return summary
     finally:
         distributed.teardown(dist, synchronize=finished)
 
 
-def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> dict[str, Any]:
+def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks: list[Callback],
+           dist: distributed.DistInfo, device: torch.device) -> dict[str, Any]:
     tc = cfg.trainer
     if tc.batch_size % dist.world_size:
         raise ConfigError(f"trainer.batch_size {tc.batch_size} is not divisible by {dist.world_size} processes")
@@ -135,11 +218,27 @@ def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> 
         raise ConfigError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
     out_dir = Path(tc.out_dir)
     ckpt_dir = out_dir / "checkpoints"
+    import_user_code(cfg.imports)
 
     # Setup: the same seed everywhere, so every rank builds identical initial weights.
     seed_everything(tc.seed)
-    task = build_task(cfg.task, cfg.task_args)
-    model = create_model(cfg.model, **cfg.model_args).to(device)
+    if task is None:
+        if cfg.task is None:
+            raise ConfigError("no task: set `task:` in the config or pass train(cfg, task=...)")
+        task = build_task(cfg.task, cfg.task_args)
+    if model is None:
+        if cfg.model is None:
+            raise ConfigError("no model: set `model:` in the config or pass train(cfg, model=...)")
+        model = build_model(cfg.model, cfg.model_args)
+    if getattr(model, "mmseq_config", None) is None:
+        raise ConfigError("the model was not built by mmseq.create_model / mmseq.load, so its checkpoints could "
+                          "not be loaded again")
+    init_report = init_from(model, cfg.init_from)
+    model = model.to(device)
+    freezer = Freezer(model, cfg.freeze)
+    for name, p in model.named_parameters():
+        if name in freezer.always_frozen():
+            p.requires_grad_(False)
     optimizer = make_optimizer(model, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.schedule, tc.max_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
@@ -158,30 +257,46 @@ def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> 
         set_rng_state(state["rng"][dist.rank])
     else:
         seed_everything(tc.seed + dist.rank)  # ranks differ in dropout masks, not in initial weights
+    freezer.apply(progress.step)
 
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         from omegaconf import OmegaConf
 
-        OmegaConf.save(OmegaConf.create(to_dict(cfg)), out_dir / "config.yaml")
+        record = to_dict(cfg)
+        record["task"] = record["task"] or "(given to train())"
+        record["model"] = record["model"] or model.mmseq_config["builder"]
+        OmegaConf.save(OmegaConf.create(record), out_dir / "config.yaml")
+        if init_report is not None:
+            print(init_report.summary())
     log = RunLog(out_dir, dist.is_main, progress.step)
-    wrapped: nn.Module = model
-    if dist.enabled:
-        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                          find_unused_parameters=tc.find_unused_parameters)
+    callbacks = [*task.callbacks, *callbacks]
+
+    def wrap() -> nn.Module:
+        if not dist.enabled:
+            return model
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=tc.find_unused_parameters)
+
+    wrapped = wrap()
+
+    def context() -> RunContext:
+        return RunContext(out_dir, progress.step, model, task, cfg)
 
     def validate() -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if dist.is_main and task.val_set is not None:
-            metrics = evaluate(model, task, task.val_set, tc, device)
+            metrics = evaluate(model, task, "val", tc, device)
             log.write(progress.step, "val", metrics)
             value = metrics.get(tc.best_metric)
             if value is None:
                 raise ConfigError(f"trainer.best_metric {tc.best_metric!r} is not a validation metric; "
                                   f"valid: {', '.join(sorted(metrics))}")
             if _improved(value, progress.best, tc.best_mode):
-                progress.best = value
+                progress.best, progress.best_step = value, progress.step
                 save_pretrained(model, out_dir / "best")
+            for callback in callbacks:
+                callback.on_validation(context(), metrics)
         progress.best = distributed.broadcast_object(progress.best, dist)
         return metrics
 
@@ -202,8 +317,11 @@ def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> 
     model.train()
     batches = train_batches(task, tc, progress, dist)
     metrics: dict[str, Any] = {}
-    running: dict[str, float] = {}
+    running = MetricSums()
+    started = time.time()
     while progress.step < tc.max_steps:
+        if freezer.changes_at(progress.step) and freezer.apply(progress.step):
+            wrapped = wrap()  # DDP syncs only the parameters that required gradients when it was built
         # One optimizer step over grad_accum micro-batches; DDP syncs gradients on the last one only.
         for micro in range(tc.grad_accum):
             batch = to_device(next(batches), device)
@@ -215,11 +333,10 @@ def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> 
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {progress.step}")
                 scaler.scale(loss / tc.grad_accum).backward()
-            for key, value in {"loss": loss.item(), **batch_metrics}.items():
-                running[key] = running.get(key, 0.0) + value / tc.grad_accum
+            running.add({"loss": loss.item(), **batch_metrics}, task.batch_size_of(batch))
         scaler.unscale_(optimizer)
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm)
-                     if tc.clip_grad_norm > 0 else None)
+        grad_norm = (torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                                    tc.clip_grad_norm) if tc.clip_grad_norm > 0 else None)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -228,14 +345,13 @@ def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> 
         bar.update(1)
 
         if progress.step % tc.log_every == 0 or progress.step == tc.max_steps:
-            steps = tc.log_every if progress.step % tc.log_every == 0 else progress.step % tc.log_every
-            record = {k: v / steps for k, v in running.items()}
-            record["lr"] = scheduler.get_last_lr()[0]
+            record = running.result()
+            record["lr"] = scheduler.get_last_lr()[-1]
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             log.write(progress.step, "train", record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            running = {}
+            running = MetricSums()
         done = progress.step == tc.max_steps
         if done or (tc.val_every and progress.step % tc.val_every == 0):
             metrics = validate()
@@ -243,6 +359,43 @@ def _train(cfg: RunConfig, dist: distributed.DistInfo, device: torch.device) -> 
             checkpoint()
     bar.close()
     log.close()
-    if dist.is_main and metrics and not math.isnan(metrics.get("loss", 0.0)):
-        print("final validation: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return metrics
+    summary: dict[str, Any] = {}
+    if dist.is_main:
+        summary = _finish(model, task, cfg, device, progress, metrics, callbacks, out_dir, time.time() - started,
+                          init_report)
+    return summary
+
+
+def _finish(model: nn.Module, task: Task, cfg: RunConfig, device: torch.device, progress: Progress,
+            val: dict[str, Any], callbacks: list[Callback], out_dir: Path, seconds: float, init_report) -> dict:
+    """The end of a run on rank 0: test the best model, write ``metrics.json`` and curves, run callbacks."""
+    tc = cfg.trainer
+    best_model = load(out_dir / "best").to(device) if (out_dir / "best").is_dir() else None
+    summary: dict[str, Any] = {
+        "steps": progress.step,
+        "train_seconds_this_session": round(seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if p.requires_grad),
+        "task": task.info,
+        "val": val,
+    }
+    if progress.best is not None:
+        summary["best"] = {"metric": tc.best_metric, "value": progress.best, "step": progress.best_step}
+    if init_report is not None:
+        summary["init_from"] = {"checkpoint": init_report.checkpoint, "loaded": init_report.loaded,
+                                "missing": init_report.missing, "unexpected": init_report.unexpected}
+    if task.test_set is not None:
+        summary["test"] = evaluate(best_model if best_model is not None else model, task, "test", tc, device)
+    run = RunContext(out_dir, progress.step, model, task, cfg, best_model)
+    for callback in callbacks:
+        callback.on_train_end(run, summary)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    metrics_log = out_dir / "metrics.jsonl"
+    plot_curves(metrics_log, out_dir / "loss.png", "loss")
+    if tc.best_metric != "loss" and val:
+        plot_curves(metrics_log, out_dir / f"{tc.best_metric}.png", tc.best_metric)
+    if val and not math.isnan(val.get("loss", 0.0)):
+        print("final validation: " + ", ".join(f"{k}={v:.4g}" for k, v in val.items()))
+    if "test" in summary:
+        print("test (best checkpoint): " + ", ".join(f"{k}={v:.4g}" for k, v in summary["test"].items()))
+    return summary

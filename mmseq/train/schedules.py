@@ -1,22 +1,49 @@
-"""Optimizers and learning-rate schedules (linear warmup, then constant / linear / cosine / Noam)."""
+"""Optimizers with parameter groups, and learning-rate schedules (linear warmup, then constant / linear / cosine /
+Noam)."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from mmseq.errors import ConfigError
 from mmseq.train.config import OptimConfig, ScheduleConfig
 
 
+def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """Optimizer groups: each configured group (``cfg.param_groups``: patterns, lr, weight decay) and the default
+    one, every group split into parameters with weight decay and one-dimensional ones without (biases, norm
+    weights, scalars). Parameters that require no gradient (frozen for the whole run) are left out; groups that end
+    up empty too."""
+    chosen: list[list[tuple[str, nn.Parameter]]] = [[] for _ in range(len(cfg.param_groups) + 1)]
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        index = next((i for i, g in enumerate(cfg.param_groups) if any(fnmatch.fnmatchcase(name, pat)
+                                                                         for pat in g.params)),
+                     len(cfg.param_groups))
+        chosen[index].append((name, p))
+    groups = []
+    settings = [(g.lr, g.weight_decay) for g in cfg.param_groups] + [(None, None)]
+    for members, (lr, decay) in zip(chosen, settings):
+        lr = cfg.lr if lr is None else lr
+        decay = cfg.weight_decay if decay is None else decay
+        for params, wd in (([p for _, p in members if p.dim() >= 2], decay), ([p for _, p in members if p.dim() < 2],
+                                                                               0.0)):
+            if params:
+                groups.append({"params": params, "lr": lr, "weight_decay": wd})
+    return groups
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW / Adam / SGD; weight decay skips one-dimensional parameters (biases, norm weights, scalars)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    """AdamW / Adam / SGD over :func:`parameter_groups`."""
+    groups = parameter_groups(model, cfg)
+    if not groups:
+        raise ConfigError("no parameter of the model is trainable (all are frozen)")
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam

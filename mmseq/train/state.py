@@ -41,6 +41,7 @@ class Progress:
     epoch: int = 0
     batches_in_epoch: int = 0  # global micro-batches of ``epoch`` already consumed
     best: float | None = None  # best validation value of the tracked metric so far
+    best_step: int | None = None  # the step it was reached at
 
 
 def rng_state() -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
     python recipes/tera/summarize.py [runs/tera]
 
-Each row is one run (task, upstream, head) with its validation and test accuracy; for every task the difference
-between the TERA upstream and the log-mel baseline with the same head is listed too.
+Each row is one ``tera_downstream`` run (task, upstream, head) with its best validation accuracy and the test
+accuracy of that checkpoint; for every task the difference between the TERA upstream and the log-mel baseline with
+the same head is listed too.
 """
 
 from __future__ import annotations
@@ -12,14 +13,26 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 
 def collect(root: Path) -> list[dict]:
+    """One row per downstream run folder under ``root`` (its ``config.yaml`` and ``metrics.json``)."""
     rows = []
     for path in sorted(root.glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        if "test_accuracy" in record:
-            record["run"] = path.parent.name
-            rows.append(record)
+        summary = json.loads(path.read_text())
+        config = yaml.safe_load((path.parent / "config.yaml").read_text()) or {}
+        if config.get("task") != "tera_downstream" or "test" not in summary:
+            continue
+        model_args = config.get("model_args", {})
+        hidden = model_args.get("hidden_dim", 0)
+        rows.append({
+            "run": path.parent.name, "task": summary["task"]["label"], "classes": summary["task"]["classes"],
+            "upstream": str(model_args.get("upstream", "logmel")),
+            "head": "linear" if not hidden else f"1 hidden ({hidden})",
+            "val_accuracy": summary["best"]["value"], "test_accuracy": summary["test"]["accuracy"],
+            "train_seconds": summary["train_seconds_this_session"],
+        })
     return rows
 
 

@@ -173,7 +173,7 @@ def test_utterance_to_json_skips_none():
 def test_dataloader_with_length_buckets_and_ddp_shards(corpus):
     from torch.utils.data import DataLoader
 
-    from mmseq.data.batching import ShardedBatchSampler
+    from mmseq.data.samplers import ShardedBatchSampler
     from mmseq.data.samplers import LengthBucketBatches
 
     dataset = AudioDataset(corpus)

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from mmseq.data.batching import ShardedBatchSampler
+from mmseq.data.samplers import ShardedBatchSampler
 from mmseq.data.samplers import LengthBucketBatches
 from mmseq.errors import ConfigError, InputError
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import mmseq
+from mmseq.generation import generate
 from mmseq.cli import main
 from mmseq.data.audio import save_audio
 from mmseq.data.tokenizers import SpeechT5CharTokenizer
@@ -129,7 +130,7 @@ def test_silent_and_integer_audio(checkpoints):
     assert isinstance(text, str)
     model = mmseq.load(checkpoints["asr"])
     with pytest.raises(InputError, match="float tensor"):
-        model.generate(torch.zeros(1, 8000, dtype=torch.int16))
+        generate(model, torch.zeros(1, 8000, dtype=torch.int16))
 
 
 def test_per_input_speaker_embeddings_follow_their_inputs_across_batches(checkpoints):
@@ -146,3 +147,24 @@ def test_per_input_speaker_embeddings_follow_their_inputs_across_batches(checkpo
     for i in range(2):
         alone, _ = tts(texts[i], speaker_embeddings=spk[i], max_len_ratio=2.0)
         np.testing.assert_allclose(both[i][0], alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("task, model, reads, writes", [
+    ("asr", "tts", "text", "mel"), ("tts", "asr", "waveform", "text"), ("vc", "asr", "waveform", "text"),
+    ("sid", "vc", "waveform", "mel"), ("asr", "sid", "waveform", "classes"),
+])
+def test_a_pipeline_whose_task_does_not_fit_the_model_says_so_when_built(checkpoints, task, model, reads, writes):
+    with pytest.raises(ConfigError, match=f"pipeline '{task}' needs a model that reads .* model '.*{model}' "
+                                          f"\\(speecht5_{model}_tiny\\) reads {reads} and writes {writes}"):
+        mmseq.pipeline(task, checkpoints[model], device="cpu")
+
+
+def test_asr_transcribes_what_the_model_decodes(checkpoints):
+    # The pipeline's text is the tokenizer's decoding of generate()'s ids, batched or not.
+    asr = mmseq.pipeline("asr", checkpoints["asr"], device="cpu")
+    model = asr.model
+    wav = torch.from_numpy(tone())[None]
+    ids = generate(model, wav, torch.tensor([wav.shape[1]]), max_new_tokens=6)
+    expected = model.tokenizer.decode(ids[0])
+    assert asr(tone(), sampling_rate=16000, max_new_tokens=6) == expected
+    assert asr([tone(), tone()], sampling_rate=16000, max_new_tokens=6) == [expected, expected]

@@ -3,7 +3,9 @@ import torch
 
 import mmseq
 from mmseq.nn import incremental
-from mmseq.nn.backbone import lengths_to_padding_mask
+from mmseq.nn.attention import lengths_to_padding_mask
+from mmseq.nn.incremental import StepDecoder
+from mmseq.nn.linear import Linear
 from mmseq.nn.transformer import LayerSpec, TransformerDecoder, TransformerEncoder
 
 
@@ -24,8 +26,8 @@ def test_decoder_cache_steps_equal_full_causal_forward(norm_first):
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("batch, padded, with_memory", [(1, False, True), (2, True, True), (3, False, False)])
 def test_fused_one_step_path_equals_module_path(norm_first, batch, padded, with_memory):
-    # Without gradients, eval-mode single steps take mmseq.nn.incremental's fused path; with gradients enabled
-    # the same calls take the module path. Both must equal the full causal forward.
+    # The decode engine (StepDecoder) takes mmseq.nn.incremental's fused path on purpose, without gradients in eval
+    # mode; with fast=False it runs the decoder's forward with the cache. Both must equal the full causal forward.
     torch.manual_seed(0)
     spec = LayerSpec(32, 4, 64, norm_first=norm_first)
     dec = TransformerDecoder(spec, 3, encoder_dim=24).eval()
@@ -33,18 +35,88 @@ def test_fused_one_step_path_equals_module_path(norm_first, batch, padded, with_
     memory_pad = lengths_to_padding_mask(torch.tensor([9, 6, 4][:batch])) if padded else None
     full = dec(x, None, memory, memory_pad).last_hidden_state
 
-    def steps(cache):
-        return torch.cat([dec(x[:, i : i + 1], None, memory, memory_pad, cache=cache).last_hidden_state
-                          for i in range(10)], 1)
+    def steps(stepper, cache):
+        with torch.no_grad():
+            return torch.cat([stepper(x[:, i : i + 1], cache, memory, memory_pad) for i in range(10)], 1)
 
+    module, fused = StepDecoder(dec, fast=False), StepDecoder(dec)
     module_cache, fused_cache = dec.new_cache(), dec.new_cache()
-    module_steps = steps(module_cache)
-    with torch.no_grad():
-        fused_steps = steps(fused_cache)
-    assert module_cache.fused is None and fused_cache.fused is not None  # each call took the path it should
+    module_steps, fused_steps = steps(module, module_cache), steps(fused, fused_cache)
+    assert not module.uses_fused_path and fused._fused is not None and module._fused is None
     torch.testing.assert_close(fused_steps, full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(module_steps, full, atol=1e-5, rtol=1e-5)
     assert fused_cache.length == 10
+
+
+def test_plain_module_path_is_the_default_of_the_decoder_itself():
+    # Nothing switches the fast path on implicitly: the decoder's forward with a cache is the module path.
+    dec = TransformerDecoder(LayerSpec(16, 2, 32), 2, encoder_dim=16).eval()
+    calls = []
+    dec.layers[0].feed_forward.intermediate_dense.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        dec(torch.randn(1, 1, 16), None, torch.randn(1, 3, 16), None, cache=dec.new_cache())
+    assert calls == [1]
+
+
+class ScaledLinear(Linear):
+    """A wrapped layer the engine does not know (as LoRA or an adapter would be): doubles its output."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+@pytest.mark.parametrize("how", ["subclass", "hook", "parametrization"])
+def test_a_layer_the_engine_does_not_know_falls_back_to_the_module_path(how):
+    torch.manual_seed(0)
+    dec = TransformerDecoder(LayerSpec(16, 2, 32), 2, encoder_dim=16).eval()
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 4, 16)
+    layer = dec.layers[1].feed_forward
+    if how == "subclass":
+        wrapped = ScaledLinear(16, 32)
+        wrapped.load_state_dict(layer.intermediate_dense.state_dict())
+        layer.intermediate_dense = wrapped
+    elif how == "hook":
+        layer.intermediate_dense.register_forward_hook(lambda module, args, out: 2 * out)
+    else:
+        class Double(torch.nn.Module):
+            def forward(self, w):
+                return 2 * w
+
+        torch.nn.utils.parametrize.register_parametrization(layer.intermediate_dense, "weight", Double())
+    full = dec(x, None, memory).last_hidden_state  # the wrapped layer's effect is in the reference
+    stepper = StepDecoder(dec)
+    assert not stepper.fast
+    cache = dec.new_cache()
+    with torch.no_grad():
+        steps = torch.cat([stepper(x[:, i : i + 1], cache, memory) for i in range(5)], 1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+    plain = TransformerDecoder(LayerSpec(16, 2, 32), 2, encoder_dim=16).eval()
+    assert StepDecoder(plain).fast
+
+
+def test_fused_step_with_padded_cached_positions_equals_the_module_path():
+    # Decoder-only prompts of different lengths leave padded positions in the cache; both paths mask them.
+    torch.manual_seed(0)
+    dec = TransformerDecoder(LayerSpec(16, 2, 32, norm_first=True), 2, cross_attention=False).eval()
+    prompt = torch.randn(2, 4, 16)
+    pad = lengths_to_padding_mask(torch.tensor([4, 2]), 4)
+    new = torch.randn(2, 3, 16)
+    outs = []
+    for fast in (True, False):
+        cache, mask = dec.new_cache(), pad
+        with torch.no_grad():
+            dec(prompt, pad, cache=cache)
+            stepper = StepDecoder(dec, fast=fast)
+            steps = []
+            for i in range(3):
+                mask = torch.cat([mask, torch.zeros(2, 1, dtype=torch.bool)], 1)
+                steps.append(stepper(new[:, i : i + 1], cache, self_padding_mask=mask))
+        outs.append(torch.cat(steps, 1))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    # row 1 alone: its 2 real prompt positions, then the same 3 new ones
+    with torch.no_grad():
+        alone = dec(torch.cat([prompt[1:, :2], new[1:]], 1)).last_hidden_state[:, 2:]
+    torch.testing.assert_close(outs[0][1:], alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -59,10 +131,9 @@ def test_one_row_cross_attention_folds_its_projections_into_a_short_memory(norm_
     if padded:  # padded positions must not count: make them loud
         memory[:, memory_len - 3:] = 100.0
     full = dec(x, None, memory, memory_pad).last_hidden_state
-    cache = dec.new_cache()
+    cache, stepper = dec.new_cache(), StepDecoder(dec)
     with torch.no_grad():
-        steps = torch.cat([dec(x[:, i : i + 1], None, memory, memory_pad, cache=cache).last_hidden_state
-                           for i in range(7)], 1)
+        steps = torch.cat([stepper(x[:, i : i + 1], cache, memory, memory_pad) for i in range(7)], 1)
     derived = [c.derived for c in cache.cross_attn]
     assert all(isinstance(d, tuple) for d in derived) if folds else all(d is False for d in derived)
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
@@ -75,16 +146,16 @@ def test_fused_path_reorders_rows_and_sees_new_weights_in_a_new_cache():
     dec = TransformerDecoder(LayerSpec(16, 2, 32), 2, encoder_dim=16).eval()
     x, memory = torch.randn(3, 4, 16), torch.randn(3, 5, 16)
     with torch.no_grad():
-        cache = dec.new_cache()
+        cache, stepper = dec.new_cache(), StepDecoder(dec)
         for i in range(3):
-            dec(x[:, i : i + 1], None, memory, None, cache=cache)
+            stepper(x[:, i : i + 1], cache, memory)
         cache.select(torch.tensor([2, 0]))  # rows leave and reorder between steps
-        last = dec(x[[2, 0], 3:4], None, memory[[2, 0]], None, cache=cache).last_hidden_state
+        last = stepper(x[[2, 0], 3:4], cache, memory[[2, 0]])
         full = dec(x[[2, 0]], None, memory[[2, 0]]).last_hidden_state
         torch.testing.assert_close(last[:, 0], full[:, 3], atol=1e-5, rtol=1e-5)
         dec.layers[0].self_attn.q_proj.weight.mul_(2)  # a later generation call must use the changed weights
-        fresh = dec.new_cache()
-        steps = [dec(x[:, i : i + 1], None, memory, None, cache=fresh).last_hidden_state for i in range(4)]
+        fresh, stepper = dec.new_cache(), StepDecoder(dec)
+        steps = [stepper(x[:, i : i + 1], fresh, memory) for i in range(4)]
         torch.testing.assert_close(torch.cat(steps, 1), dec(x, None, memory).last_hidden_state, atol=1e-5,
                                    rtol=1e-5)
 
@@ -102,9 +173,8 @@ def test_fused_path_keeps_reduced_precision_weights_closer_to_fp32_than_the_modu
         low = TransformerDecoder(LayerSpec(64, 4, 128), 3, encoder_dim=64).eval()
         low.load_state_dict(dec.state_dict())
         low.to(torch.bfloat16)
-        cache = low.new_cache()
-        fused = torch.cat([low(x[:, i : i + 1].bfloat16(), None, memory.bfloat16(), None, cache=cache)
-                           .last_hidden_state for i in range(12)], 1)
+        cache, stepper = low.new_cache(), StepDecoder(low)
+        fused = torch.cat([stepper(x[:, i : i + 1].bfloat16(), cache, memory.bfloat16()) for i in range(12)], 1)
         module = low(x.bfloat16(), None, memory.bfloat16()).last_hidden_state
     assert fused.dtype == torch.bfloat16
     fused_err, module_err = (fused.float() - ref).abs().mean(), (module.float() - ref).abs().mean()

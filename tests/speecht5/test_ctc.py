@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import mmseq
+from mmseq.generation import generate
 from mmseq.generation.ctc import CTCPrefixScorer
 
 BLANK, EOS = 3, 2
@@ -64,9 +65,9 @@ def test_joint_ctc_beam_search_is_batch_invariant():
     wav = torch.randn(3, 3000, generator=g) * 0.3
     lengths = torch.tensor([3000, 2500, 2100])
     wav[torch.arange(3000)[None, :] >= lengths[:, None]] = 0
-    batched = model.generate(wav, lengths, num_beams=3, ctc_weight=0.3, max_new_tokens=8)
+    batched = generate(model, wav, lengths, num_beams=3, ctc_weight=0.3, max_new_tokens=8)
     for i in range(3):
-        alone = model.generate(wav[i : i + 1, : lengths[i]], num_beams=3, ctc_weight=0.3, max_new_tokens=8)
+        alone = generate(model, wav[i : i + 1, : lengths[i]], num_beams=3, ctc_weight=0.3, max_new_tokens=8)
         row = batched[i][batched[i].ne(1)].tolist()
         assert row == alone[0][alone[0].ne(1)].tolist()
 
@@ -74,4 +75,4 @@ def test_joint_ctc_beam_search_is_batch_invariant():
 def test_ctc_weight_needs_a_ctc_head():
     model = mmseq.create_model("speecht5_asr_tiny").eval()
     with pytest.raises(mmseq.errors.InputError, match="CTC head"):
-        model.generate(torch.randn(1, 3000), num_beams=2, ctc_weight=0.5)
+        generate(model, torch.randn(1, 3000), num_beams=2, ctc_weight=0.5)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import mmseq
+from mmseq.generation import generate_speech
 from mmseq.vocoders import GriffinLimVocoder
 
 from speecht5_helpers import transformers
@@ -41,7 +42,7 @@ def test_tts_with_vocoder_returns_waveforms_and_lengths():
     torch.manual_seed(0)
     tts = mmseq.create_model("speecht5_tts_tiny").eval()
     vocoder = mmseq.create_model("hifigan_tiny").eval()
-    out = tts.generate_speech(torch.tensor([[5, 6, 7, 2], [8, 9, 2, 1]]), torch.tensor([4, 3]),
+    out = generate_speech(tts, torch.tensor([[5, 6, 7, 2], [8, 9, 2, 1]]), torch.tensor([4, 3]),
                               speaker_embeddings=torch.randn(2, 8), vocoder=vocoder, max_len_ratio=4.0)
     assert out.waveform.shape == (2, out.mel.shape[1] * 16)
     assert out.waveform_lengths.tolist() == (out.lengths * 16).tolist()

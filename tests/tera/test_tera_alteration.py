@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmseq.errors import ConfigError
-from mmseq.models.tera_alteration import AlterationConfig, alter, frequency_alteration, time_alteration
+from mmseq.tasks.tera_alteration import AlterationConfig, alter, frequency_alteration, time_alteration
 from mmseq.postnets.spectrogram import masked_reconstruction_loss
 
 T_ONLY = AlterationConfig.ablation("T")

@@ -6,7 +6,7 @@ import torch
 
 import mmseq
 from mmseq.data.features import TeraLogMel
-from mmseq.downstream import WeightedLayerSum
+from mmseq.nn.layer_sum import WeightedLayerSum
 
 
 def test_forward_features_from_waveforms_and_frames_agree():

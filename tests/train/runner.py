@@ -5,14 +5,15 @@ import sys
 import time
 
 from mmseq.config import load_config
-from mmseq.train import tasks
+from mmseq.tasks import register_task
+from mmseq.tasks.core import SequenceReversalConfig, sequence_reversal
 from mmseq.train.config import RunConfig
 from mmseq.train.loop import train
 
 
-@tasks.register_task(config=tasks.SequenceReversalConfig)
+@register_task(config=SequenceReversalConfig)
 def slow_reversal(cfg):
-    task = tasks.sequence_reversal(cfg)
+    task = sequence_reversal(cfg)
     loss = task.loss
 
     def slow_loss(model, batch):

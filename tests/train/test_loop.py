@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -42,9 +43,13 @@ def test_schedules():
 
 
 def test_run_writes_logs_checkpoints_and_best(tmp_path):
-    metrics = train(run_cfg(tmp_path, "trainer.max_steps=6", "trainer.val_every=3", "trainer.save_every=2",
+    summary = train(run_cfg(tmp_path, "trainer.max_steps=6", "trainer.val_every=3", "trainer.save_every=2",
                             "trainer.keep_checkpoints=2", "trainer.batch_size=16"))
-    assert set(metrics) == {"loss", "token_accuracy", "sequence_accuracy"}
+    metric_names = {"loss", "token_accuracy", "sequence_accuracy", "generated_accuracy"}
+    assert set(summary["val"]) == metric_names and set(summary["test"]) == metric_names
+    assert summary["steps"] == 6 and summary["best"]["step"] in (3, 6)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(summary))
+    assert (tmp_path / "loss.png").is_file()
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records if r["split"] == "val"] == [3, 6]
@@ -69,8 +74,8 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path):
 
 
 def test_bf16_autocast_trains(tmp_path):
-    metrics = train(run_cfg(tmp_path, "trainer.precision=bf16", "trainer.max_steps=3", "trainer.batch_size=8"))
-    assert torch.isfinite(torch.tensor(metrics["loss"]))
+    summary = train(run_cfg(tmp_path, "trainer.precision=bf16", "trainer.max_steps=3", "trainer.batch_size=8"))
+    assert torch.isfinite(torch.tensor(summary["val"]["loss"]))
 
 
 def test_config_errors_before_training(tmp_path):

@@ -1,0 +1,11 @@
+"""Tasks: what the shared training loop trains and evaluates -- data, a loss and an evaluation, one file per
+family (:mod:`mmseq.tasks.core`: the embedded ``sequence_reversal``; :mod:`mmseq.tasks.tera`). The contract is
+:mod:`mmseq.tasks.base`. Importing this package registers the built-in tasks.
+"""
+
+from mmseq.tasks import core, tera  # noqa: F401
+from mmseq.tasks.base import (Callback, ListDataset, LossFn, Ratio, RunContext, Task, build_task, list_tasks, register_task,
+                              task_config)
+
+__all__ = ["Callback", "ListDataset", "LossFn", "Ratio", "RunContext", "Task", "build_task", "list_tasks", "register_task",
+           "task_config"]
