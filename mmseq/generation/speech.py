@@ -58,6 +58,9 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
     """
     if stop_rule not in ("sum", "any"):
         raise InputError(f"stop_rule must be 'sum' or 'any', got {stop_rule!r}")
+    if not isinstance(model, EncoderDecoderModel) or model.writes != "mel":
+        raise InputError(f"generate_speech needs an encoder-decoder model that writes mel frames; "
+                         f"{type(model).__name__} writes {getattr(model, 'writes', None)}")
     prenet, postnet = model.decoder_prenet, model.decoder_postnet
     enc = Encoded(model, x, lengths)
     enc_lengths = enc.lengths

@@ -201,6 +201,9 @@ def generate(model: EncoderDecoderModel | DecoderOnlyModel, x: Any, lengths: Ten
     """
     if num_beams > 1 and do_sample:
         raise InputError("choose beam search (num_beams > 1) or sampling (do_sample=True), not both")
+    if getattr(model, "writes", None) != "text":
+        raise InputError(f"generate makes tokens, but {type(model).__name__} writes "
+                         f"{getattr(model, 'writes', None)} (speech output: mmseq.generate_speech)")
     if isinstance(model, DecoderOnlyModel):
         decoding: Any = DecoderOnlyDecoding(model, x, lengths, prefix=prefix, fast=fast)
     elif isinstance(model, EncoderDecoderModel):

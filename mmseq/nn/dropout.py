@@ -2,7 +2,7 @@
 
 On the CPU, ``F.dropout`` draws one Mersenne-Twister number per element through ``bernoulli_``. For the
 attention probabilities and hidden states of a small model that is the largest single cost of a training step
-(``bench/README.md`` has the profile and ``bench/dropout.py`` the comparison). Here each 64-bit word of numpy's
+(``bench/dropout.py`` compares the two; ``bench/README.md`` has its numbers). Here each 64-bit word of numpy's
 SFC64 generator gives four independent 16-bit lanes, each compared with a threshold: a quarter of the draws, from
 a faster generator, and no floating-point conversion. The drop probability is rounded to a multiple of 1/65536 (at
 most 7.7e-6 away from ``p``). Each mask's SFC64 stream is seeded by one draw from torch's generator (the default

@@ -75,7 +75,7 @@ def _matrix(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """A weight for the one-step path: reduced precision is kept only where it streams faster than ``dtype``.
 
     On a CPU without bf16/fp16 arithmetic a reduced-precision ``mv`` converts every element, which costs more
-    than the bytes it saves below about a million elements (``bench/README.md``, SpeechT5, has the measurements);
+    than the bytes it saves below about a million elements (``python bench/matvec.py`` measures it on a machine);
     smaller matrices are upcast once per generation call.
     """
     weight = weight.detach()

@@ -5,7 +5,7 @@ weights stream from memory. :func:`project` runs such a product as ``mv`` / ``ad
 the bias fused), which the ``addmm`` that ``F.linear`` dispatches to does not do for one row. With reduced-precision
 weights on a CPU (no native bf16/fp16 arithmetic) the input row is rounded to the weights' dtype and the product
 handed back in the compute dtype; many rows use an fp32 copy of the weights, because CPU bf16/fp16 matrix products
-are compute-bound and slow there. ``bench/README.md`` (SpeechT5) has the measurements behind these choices.
+are compute-bound and slow there. ``python bench/matvec.py`` measures these choices (``bench/README.md``).
 
 :class:`Linear` is ``nn.Linear`` (same parameter names) that takes these paths on the CPU when no gradient is
 needed; every other case, and every other device, is ``F.linear``.

@@ -6,7 +6,8 @@
   model in s3prl's format (``states-s3prl.ckpt``).
 * ``tera_downstream``: a probe (the ``tera_downstream`` model: frozen upstream, weighted sum of its layers, linear
   or one-hidden-layer head) on frame-level phone labels (from the manifests' phone times) or utterance-level
-  ``speaker`` / ``intent`` labels; accuracy is exact (correct labelled frames or utterances over all of them).
+  ``speaker`` / ``intent`` labels; accuracy is exact (correct labelled frames or utterances over all of them), and
+  for phones and intents also given per held-out speaker (``accuracy/<speaker>``).
 
 Features are TERA's log-mel (RMS -25 dB, 25/10 ms, 80 mel, log, per-utterance CMVN), extracted once per manifest
 and cached beside it (:mod:`mmseq.data.feature_cache`). The probe takes these frames, so a TERA upstream and the
@@ -341,7 +342,29 @@ def tera_downstream(cfg: DownstreamConfig) -> Task:
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Ratio]]:
         return classification_loss(model, batch, cache)
 
+    held_out = {name: (items, [u.speaker for u in splits[name][0]]) for name, items in (("val", val), ("test", test))}
+
+    @torch.no_grad()
+    def evaluate(model: nn.Module, split: str) -> dict[str, float]:
+        """Accuracy over each held-out speaker's frames (or utterances): ``accuracy/<speaker>``. The speaker task's
+        held-out utterances come from the training speakers, so it has none."""
+        if cfg.label == "speaker":
+            return {}
+        items, speakers = held_out[split]
+        device = next(model.parameters(), torch.zeros(())).device
+        out = {}
+        for speaker in sorted(set(speakers)):
+            mine = [item for item, s in zip(items, speakers) if s == speaker]
+            correct = total = 0.0
+            for start in range(0, len(mine), 32):
+                batch = {k: v.to(device) for k, v in collate_labelled(mine[start : start + 32]).items()}
+                ratio = classification_loss(model, batch, cache)[1]["accuracy"]
+                correct, total = correct + ratio.numerator, total + ratio.denominator
+            out[f"accuracy/{speaker}"] = correct / max(total, 1.0)
+        return out
+
     return Task(ListDataset(train), ListDataset(val), collate_labelled, loss, test_set=ListDataset(test),
+                evaluate=evaluate,
                 train_plan=length_buckets([item[0].shape[0] for item in train]),
                 batch_size_of=lambda b: len(b["lengths"]),
                 info={"label": cfg.label, "classes": len(vocab), "labels": list(vocab)})

@@ -26,10 +26,13 @@ def collect(root: Path) -> list[dict]:
             continue
         model_args = config.get("model_args", {})
         hidden = model_args.get("hidden_dim", 0)
+        head = "linear" if not hidden else f"1 hidden ({hidden})"
+        if model_args.get("normalize_utterances"):
+            head += ", utterance-normalised"
         rows.append({
             "run": path.parent.name, "task": summary["task"]["label"], "classes": summary["task"]["classes"],
             "upstream": str(model_args.get("upstream", "logmel")),
-            "head": "linear" if not hidden else f"1 hidden ({hidden})",
+            "head": head,
             "val_accuracy": summary["best"]["value"], "test_accuracy": summary["test"]["accuracy"],
             "train_seconds": summary["train_seconds_this_session"],
         })

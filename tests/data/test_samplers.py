@@ -106,3 +106,17 @@ def test_invalid_arguments():
         LengthBucketBatches([1.0, 2.0], max_total=5.0, max_items=1, min_items=2)
     with pytest.raises(ConfigError, match="only 1 items, fewer than min_items=2"):
         LengthBucketBatches([1.0], max_total=5.0, min_items=2)
+
+
+def test_fixed_buckets_are_s3prls_bucketing():
+    # max_total=inf, max_items=N, shuffle_ties=False: items sorted by length (ties by index) cut into runs of N;
+    # every epoch has the same runs in another order.
+    lengths = [5, 3, 9, 3, 1, 7, 7, 2]
+    plan = LengthBucketBatches(lengths, float("inf"), seed=4, max_items=3, shuffle_ties=False)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    runs = [order[i : i + 3] for i in range(0, len(order), 3)]
+    epochs = [plan.batches(e) for e in range(4)]
+    for batches in epochs:
+        assert sorted(batches) == sorted(runs)
+    assert len({tuple(map(tuple, b)) for b in epochs}) > 1  # the order changes
+    assert plan.batches(2) == epochs[2]

@@ -177,3 +177,25 @@ def test_nucleus_filter_keeps_the_smallest_set_reaching_top_p():
     assert filter_logits(logits, top_k=1).isfinite()[0].tolist() == [True, False, False, False]
     with pytest.raises(mmseq.errors.InputError, match="temperature"):
         filter_logits(logits, temperature=0)
+
+
+def test_generation_names_a_model_that_does_not_produce_its_output():
+    from mmseq.generation import generate, generate_speech
+
+    with pytest.raises(mmseq.errors.InputError, match="writes mel .*generate_speech"):
+        generate(mmseq.create_model("speecht5_tts_tiny"), torch.tensor([[5, 6, 2]]))
+    with pytest.raises(mmseq.errors.InputError, match="writes mel frames; EncoderDecoderModel writes text"):
+        generate_speech(mmseq.create_model("speecht5_asr_tiny"), torch.randn(1, 4000))
+    with pytest.raises(mmseq.errors.InputError, match="EncoderModel writes classes"):
+        generate(mmseq.create_model("image_classifier_tiny"), torch.randn(1, 3, 32, 32))
+
+
+def test_a_speecht5_model_is_a_probe_upstream_through_forward_features():
+    torch.manual_seed(0)
+    for upstream in ("speecht5_asr_tiny", "speecht5_sid_tiny"):
+        probe = mmseq.create_model("tera_downstream", upstream=upstream, num_classes=3, level="utterance")
+        logits = probe(**probe.dummy_inputs(2))
+        assert logits.shape == (2, 3)
+        logits.sum().backward()
+        assert probe.layer_sum.weights.grad is not None
+        assert all(p.grad is None for p in probe.upstream.parameters())

@@ -82,6 +82,9 @@ def test_tera_probes_learn(label, upstream, minimum, pretrained, micro_speech_co
                  "trainer.val_every=100", "trainer.save_every=500", f"trainer.out_dir={tmp_path}"]) == 0
     result = summary(tmp_path)
     assert result["task"]["label"] == label and result["test"]["accuracy"] >= minimum, result["test"]
+    if label != "speaker":  # per held-out speaker too; the micro corpus holds out one in each split
+        assert set(result["test"]) == {"loss", "accuracy", "accuracy/s5"}
+        assert result["test"]["accuracy/s5"] == pytest.approx(result["test"]["accuracy"])
     assert (tmp_path / "accuracy.png").is_file()
 
 
@@ -125,3 +128,21 @@ def test_frozen_upstream_cache_gives_the_logits_of_recomputing(pretrained, micro
     valid = second["labels"] != -100
     torch.testing.assert_close(cached[valid], recomputed[valid], atol=1e-5, rtol=1e-5)
     assert len(cache.states) == 8
+
+
+@pytest.mark.slow
+def test_summarize_collects_the_probe_runs(pretrained, micro_speech_corpus, tmp_path):
+    import importlib.util
+
+    for name, upstream in (("phone_tera_linear", str(pretrained / "best")), ("phone_logmel_linear", "logmel")):
+        assert main(["train", str(TERA / "phone/configs/synth.yaml"), f"task_args.corpus={micro_speech_corpus}",
+                     *QUICK, *PROBE["phone"], f"model_args.upstream={upstream}", "trainer.max_steps=20",
+                     "trainer.val_every=10", f"trainer.out_dir={tmp_path / name}"]) == 0
+    spec = importlib.util.spec_from_file_location("summarize", TERA / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    summarize.main([str(tmp_path)])
+    text = (tmp_path / "results.md").read_text()
+    tera, logmel = (summary(tmp_path / n)["test"]["accuracy"] for n in ("phone_tera_linear", "phone_logmel_linear"))
+    assert f"phone, linear head: TERA - log-mel = {100 * (tera - logmel):+.1f} points" in text
+    assert (tmp_path / "results.png").is_file()
