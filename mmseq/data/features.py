@@ -122,8 +122,8 @@ def map_centered_frames(
 
     On CPU (with ``chunk_frames``) each row's valid frames are strided views of that row, processed
     ``chunk_frames`` at a time: no work is spent on padding frames and each chunk's intermediates stay in cache,
-    which makes a batch of 32 3-8 s utterances about 2.5x faster than one pass over the padded batch (see
-    ``bench/features.py``). On other devices (or with ``chunk_frames=None``) the padded batch is processed in
+    which is several times faster than one pass over the padded batch (``bench/features.py`` measures both;
+    ``bench/README.md`` has the numbers). On other devices (or with ``chunk_frames=None``) the padded batch is processed in
     one pass and the padding frames are masked.
 
     Args:

@@ -70,17 +70,19 @@ def plot(rows: list[dict], out_png: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.6))
     width = 0.38
     for k, name in enumerate(("log-mel", "TERA (frozen)")):
-        values = []
-        for task, head in tasks:
+        positions, values = [], []
+        for i, (task, head) in enumerate(tasks):  # a setting run with one upstream only gets one bar
             match = [r for r in rows if (r["task"], r["head"]) == (task, head) and upstream_name(r["upstream"]) == name]
-            values.append(100 * match[0]["test_accuracy"] if match else 0.0)
-        bars = ax.bar([i + (k - 0.5) * width for i in range(len(tasks))], values, width, label=name)
+            if match:
+                positions.append(i + (k - 0.5) * width)
+                values.append(100 * match[0]["test_accuracy"])
+        bars = ax.bar(positions, values, width, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set_xticks(range(len(tasks)), [f"{t}\n{h}" for t, h in tasks])
+    ax.set_xticks(range(len(tasks)), ["\n".join([t, *h.split(", ")]) for t, h in tasks])
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
     ax.set_title("TERA downstream, synthetic corpus")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
