@@ -11,6 +11,9 @@ spec ``{"builder": ..., "args": {...}}`` (what ``config.json`` records) or a mod
 wrapped model's weights are saved with the wrapper's. Builders do no I/O: turning a checkpoint path into a model
 is the checkpoint layer's job (:func:`mmseq.checkpoint.build_model`).
 
+The registry test builds every registered model and requires every trainable parameter to get a gradient; a builder
+whose model leaves parameters unused by design sets ``model.mmseq_unused_parameters = {name_pattern: reason}``.
+
 The registry imports no model family: importing ``mmseq`` registers them.
 """
 
