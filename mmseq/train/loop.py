@@ -236,8 +236,9 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     init_report = init_from(model, cfg.init_from)
     model = model.to(device)
     freezer = Freezer(model, cfg.freeze)
+    always_frozen = freezer.always_frozen()  # left out of the optimizer; those frozen for a while stay in it
     for name, p in model.named_parameters():
-        if name in freezer.always_frozen():
+        if name in always_frozen:
             p.requires_grad_(False)
     optimizer = make_optimizer(model, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.schedule, tc.max_steps)
