@@ -1,0 +1,1 @@
+"""Task metrics as thin wrappers over well-kept libraries (jiwer, sacrebleu, torchmetrics, pesq, pystoi)."""
