@@ -1,0 +1,2 @@
+"""SpeechT5 tasks: ASR, ST, TTS, VC, SE and SID on speech manifests (one module per group; importing this package
+registers them)."""
