@@ -6,10 +6,11 @@ import argparse
 import importlib
 
 # Modules with a ``data`` subcommand, in help order.
-COMMAND_MODULES = ["mmseq.data.manifest", "mmseq.data.prepare", "mmseq.data.synth"]
+COMMAND_MODULES = ["mmseq.data.manifest", "mmseq.data.prepare", "mmseq.data.synth", "mmseq.data.show"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Register ``mmseq data`` and return its subcommands, where higher layers add theirs (embed-speakers)."""
     p = subparsers.add_parser("data", help="prepare, synthesise and inspect datasets")
     sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     for name in COMMAND_MODULES:
@@ -20,3 +21,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 raise
             continue  # not written yet
         module.add_parser(sub)
+    return sub

@@ -1,4 +1,4 @@
-"""Synthetic corpora that mmseq generates offline: ``mmseq data synth speech``.
+"""Synthetic corpora that mmseq generates offline: ``mmseq data synth speech|points|captions|scenes``.
 
 The speech corpus is built with eSpeak NG (see :mod:`mmseq.data.synth.speech`); its design is documented in
 ``data/README.md``.
@@ -24,6 +24,39 @@ def _run_speech(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_points(args: argparse.Namespace) -> int:
+    from mmseq.data.vision.synth_points import build_points  # imported here: vision costs seconds to import
+
+    stats = build_points(args.out, profile=args.profile, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)
+    for name, splits in stats["sets"].items():
+        print(f"{name}: " + ", ".join(f"{split} {n}" for split, n in splits.items()))
+    print(f"wrote {args.out} in {stats['seconds']} s")
+    return 0
+
+
+def _run_captions(args: argparse.Namespace) -> int:
+    from mmseq.data.vision.synth_captions import build_captions  # imported here: vision costs seconds to import
+
+    stats = build_captions(args.out, profile=args.profile, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)
+    for split, s in stats["splits"].items():
+        print(f"{split}: {s['images']} images, {s['captions']} captions, {s['questions']} questions, "
+              f"domains {s['domains']}")  # fmt: skip
+    print(f"wrote {args.out} in {stats['seconds_to_build']} s")
+    return 0
+
+
+def _run_scenes(args: argparse.Namespace) -> int:
+    from mmseq.data.vision.synth_scenes import build_scenes  # imported here: vision costs seconds to import
+
+    encodings = [e for e in (args.depth_encodings or "").split(",") if e]
+    stats = build_scenes(args.out, profile=args.profile, seed=args.seed, jobs=args.jobs, encodings=encodings,
+                         overwrite=args.overwrite)  # fmt: skip
+    for split, s in stats["splits"].items():
+        print(f"{split}: {s['frames']} frames, layouts {s['layouts']}, conditions {s['conditions']}")
+    print(f"wrote {args.out} in {stats['seconds_to_build']} s")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``synth`` (with its ``speech`` corpus) under ``mmseq data``."""
     p = subparsers.add_parser("synth", help="generate a synthetic corpus offline")
@@ -36,3 +69,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="worker processes; the output does not depend on it (default: CPUs, at most 8)")  # fmt: skip
     s.add_argument("--overwrite", action="store_true", help="replace an earlier corpus in --out")
     s.set_defaults(run=_run_speech)
+    s = sub.add_parser("points", help="point clouds in ShapeNet-55 / ModelNet40 h5 / ScanObjectNN PB_T50_RS layouts")
+    s.add_argument("--out", default="data/synth_points", help="output folder (default: data/synth_points)")
+    s.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick", help="size (default: quick)")
+    s.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    s.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
+                   help="worker processes; the output does not depend on it (default: CPUs, at most 8)")  # fmt: skip
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier product in --out")
+    s.set_defaults(run=_run_points)
+    for name, helptext, run in (
+        ("captions", "captioned images (COCO captions layout) and VQA (VQAv2 layout), compositional split",
+         _run_captions),
+        ("scenes", "RGB-D street and room scenes in Cityscapes' layout, adverse conditions, sensor depth",
+         _run_scenes),
+    ):  # fmt: skip
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--out", default=f"data/synth_{name}", help=f"output folder (default: data/synth_{name})")
+        s.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick", help="size (default: quick)")
+        s.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+        s.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
+                       help="worker processes; the output does not depend on it (default: CPUs, at most 8)")  # fmt: skip
+        s.add_argument("--overwrite", action="store_true", help="replace an earlier product in --out")
+        if name == "scenes":
+            s.add_argument("--depth-encodings", default="", metavar="LIST",
+                           help="also write the depth as 'jet' and/or 'hha' images, e.g. jet,hha (default: none)")
+        s.set_defaults(run=run)

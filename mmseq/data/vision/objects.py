@@ -424,7 +424,10 @@ def box_part(lo, hi) -> Part:
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     centre = (lo + hi) / 2
-    return Part("convex", vertices=corners - centre, translation=centre)
+    half = (hi - lo) / 2
+    planes = np.concatenate([np.concatenate([np.eye(3), -np.eye(3)]), np.concatenate([half, half])[:, None]], 1)
+    # the six faces in closed form, rounded and ordered as _convex_planes gives a hull's (no hull needed)
+    return Part("convex", vertices=corners - centre, translation=centre, planes=np.unique(np.round(planes, 9), axis=0))
 
 
 def _leg(round_legs: bool, x: float, y: float, half: float, height: float) -> Part:

@@ -6,7 +6,8 @@ part intersections of :mod:`mmseq.data.vision.objects`, in closed form except th
 (pixel, part) pairs of a batch are evaluated together per part kind, and the nearest hit per pixel is found with
 one ``scatter_reduce``. A second set of rays from every visible point towards the sun, culled by the parts'
 bounding spheres, decides shadows. Shading is Blinn-Phong under the sun plus a sky/ground ambient term, on colours
-given in sRGB and converted to linear radiance; :func:`tonemap` turns radiance into 8-bit sRGB.
+given in sRGB and converted to linear radiance; a scene's fog (``Scene.fog_density``) attenuates it along the ray;
+:func:`tonemap` turns radiance into 8-bit sRGB.
 
 Outputs (:class:`Rendering`) per pixel: RGB, linear radiance, metric depth along the optical axis, the unit
 surface normal in camera coordinates, the semantic class (index into ``SEMANTIC_CLASSES``: 0 sky, 1 ground,
@@ -40,7 +41,7 @@ class Rendering:
 
     Attributes:
         rgb: ``[B, H, W, 3]`` uint8 sRGB.
-        radiance: ``[B, H, W, 3]`` float32 linear radiance before exposure and tone mapping.
+        radiance: ``[B, H, W, 3]`` float32 linear radiance (fog included) before exposure and tone mapping.
         depth: ``[B, H, W]`` float32 metres along the optical axis (``inf`` where the ray sees the sky).
         normal: ``[B, H, W, 3]`` float32 unit surface normals in camera coordinates (zero for the sky).
         semantic: ``[B, H, W]`` int64 index into ``SEMANTIC_CLASSES``.
@@ -345,6 +346,11 @@ def render(scenes: Sequence[Scene], shadows: bool = True, device: str | torch.de
     glow = torch.pow((dirs * lit).sum(1).clamp(min=0), 64.0)[:, None] * 0.4 * sun
     sky = horizon * (1.0 - rise) + zenith * rise + glow
     radiance = torch.where(seen[:, None], surface, sky)
+    if any(s.fog_density > 0 for s in scenes):  # Koschmieder: attenuate along the ray, add airlight
+        beta = f32([s.fog_density for s in scenes])[ray_scene]
+        airlight = f32([srgb_to_linear(s.fog_rgb) for s in scenes])[ray_scene]
+        transmit = torch.where(seen, torch.exp(-beta * t_safe), (beta <= 0).float())[:, None]
+        radiance = radiance * transmit + airlight * (1.0 - transmit)
 
     exposure = f32([s.exposure for s in scenes])[ray_scene][:, None]
     depth = torch.where(seen, t_best * d_cam[:, 2], torch.full_like(t_best, math.inf))

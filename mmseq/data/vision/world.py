@@ -188,6 +188,11 @@ class Scene:
         ground_texture: ``(amplitude, tile)`` as :attr:`SceneObject.texture`.
         sky_horizon, sky_zenith: sRGB colours of the sky gradient.
         exposure: Multiplies the radiance before tone mapping.
+        fog_density: Extinction coefficient ``beta`` (1/m) of a homogeneous fog (0: none). A surface at distance
+            ``s`` along the ray keeps ``T = exp(-beta s)`` of its radiance and the fog adds ``(1 - T)`` of
+            ``fog_rgb`` (Koschmieder's law); the sky is replaced by the fog colour. The meteorological visibility
+            (contrast 5%) is ``3.0 / beta``.
+        fog_rgb: sRGB colour of the fog's airlight.
     """
 
     objects: list[SceneObject]
@@ -198,6 +203,8 @@ class Scene:
     sky_horizon: np.ndarray = field(default_factory=lambda: np.array([0.78, 0.84, 0.92]))
     sky_zenith: np.ndarray = field(default_factory=lambda: np.array([0.35, 0.55, 0.85]))
     exposure: float = 1.0
+    fog_density: float = 0.0
+    fog_rgb: np.ndarray = field(default_factory=lambda: np.array([0.78, 0.79, 0.80]))
 
 
 def random_object(rng: np.random.Generator, cls: str, size: float, colour: str | None = None,

@@ -233,3 +233,21 @@ def test_user_mistakes_raise_clear_errors():
     b, _, _ = _sphere_scene(40, 24)
     with pytest.raises(InputError, match="same image size"):
         render([a, b])
+
+
+def test_fog_follows_koschmieder_along_the_ray_and_replaces_the_sky():
+    scene, _, _ = _sphere_scene(64, 48)
+    scene.camera = Camera.look_at([0.0, -3.0, 1.6], [0.0, 0.0, 1.0], 60.0, 64, 48)  # sky, ground and the sphere
+    clear = render([scene], shadows=False)
+    scene.fog_density, scene.fog_rgb = 0.4, np.array([0.7, 0.72, 0.75])
+    foggy = render([scene], shadows=False)
+    cam, _ = _rays(scene.camera)
+    distance = clear.depth[0].numpy() * np.linalg.norm(cam, axis=-1)  # depth along the axis -> along the ray
+    transmit = np.exp(-0.4 * distance)[..., None]  # 0 for the sky (infinite distance)
+    airlight = (np.where(scene.fog_rgb <= 0.04045, scene.fog_rgb / 12.92, ((scene.fog_rgb + 0.055) / 1.055) ** 2.4))
+    expected = clear.radiance[0].numpy() * transmit + airlight * (1 - transmit)
+    assert np.abs(foggy.radiance[0].numpy() - expected).max() < 1e-5
+    sky = clear.semantic[0].numpy() == SKY
+    assert sky.sum() > 50 and np.allclose(foggy.radiance[0].numpy()[sky], airlight, atol=1e-6)
+    for name in ("depth", "semantic", "instance"):  # fog changes the picture, not the geometry
+        assert torch.equal(getattr(foggy, name), getattr(clear, name)), name
