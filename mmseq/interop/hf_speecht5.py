@@ -155,6 +155,10 @@ def export_hf_speecht5(model: nn.Module, directory: str | Path) -> Path:
     args = {**model_arguments(cfg["builder"]), **cfg["args"]}
     if args.get("norm_first"):
         raise CheckpointError("pre-LN (large) SpeechT5 has no transformers equivalent")
+    if task != "tts" and args.get("speech_frontend", "waveform") != "waveform":
+        raise CheckpointError(f"SpeechT5 with speech_frontend={args['speech_frontend']!r} has no transformers "
+                              f"equivalent (transformers reads waveforms with the convolutional feature encoder "
+                              f"only); save it with mmseq.save_pretrained instead")
     hf_config = SpeechT5Config(**{hf: list(args[ours]) if isinstance(args[ours], tuple) else args[ours]
                                   for hf, ours in CONFIG_FIELDS.items()})
     hf_config.architectures = [ARCHITECTURE_OF[task]]

@@ -5,7 +5,10 @@
 | asr, st | speech (waveform) | text | LM head tied to the text embedding (+ CTC head) |
 | tts | text | speech (mel + x-vector) | mel / stop / conv post-net |
 | vc, se | speech (waveform) | speech (mel + x-vector) | mel / stop / conv post-net |
-| sid | speech (waveform) | -- (encoder only) | mean-pooled classifier |
+| sid | speech (waveform) | -- (``sid_pooling="decoder"``: one zero query) | mean-pooled classifier |
+
+``speech_frontend="logmel"`` swaps the waveform convolutions for a log-mel front-end with Conv2d subsampling
+(:mod:`mmseq.prenets.logmel`, CPU-practical; transformers has no equivalent).
 
 Base variants are post-LN (the published HF checkpoints); large variants are pre-LN (fairseq SpeechT5-large,
 which transformers cannot express). Parameter names follow transformers' ``SpeechT5`` modules, so the key map
@@ -17,12 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn as nn
+from torch import Tensor
 
 from mmseq.models.compose import EncoderDecoderModel, EncoderModel
+from mmseq.nn.attention import lengths_to_padding_mask
 from mmseq.nn.transformer import LayerSpec, TransformerDecoder, TransformerEncoder
 from mmseq.postnets.classifier import ClassifierPostnet
 from mmseq.postnets.speech import SpeechDecoderPostnet
 from mmseq.postnets.text import CTCHead, LMHead
+from mmseq.prenets.logmel import LogMelPrenet
 from mmseq.prenets.speech import SpeechDecoderPrenet, SpeechEncoderPrenet
 from mmseq.prenets.text import TokenPrenet
 from mmseq.registry import register_model
@@ -30,9 +36,35 @@ from mmseq.registry import register_model
 TASKS = ("asr", "st", "tts", "vc", "se", "sid")
 SPEECH_INPUT = ("asr", "st", "vc", "se", "sid")
 SPEECH_OUTPUT = ("tts", "vc", "se")
+# Speech encoder pre-nets: the published checkpoints' waveform convolutions, or log-mel + Conv2d subsampling.
+SPEECH_FRONTENDS = ("waveform", "logmel")
 
 # Token ids of the SpeechT5 character vocabulary (HF spm_char.model).
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
+
+
+class DecoderQueryClassifier(nn.Module):
+    """SpeechT5's SID pooling ``decoder``: one zero vector as the decoder's only input step cross-attends to the
+    encoder output; the decoder output, mean-pooled over that step, goes through a bias-free linear layer.
+
+    Args:
+        decoder: the decoder stack (with cross-attention); its width is the encoder's.
+        num_classes: speakers.
+    """
+
+    modality = "classes"
+
+    def __init__(self, decoder: TransformerDecoder, num_classes: int):
+        super().__init__()
+        self.decoder = decoder
+        self.output = nn.Linear(decoder.dim, num_classes, bias=False)
+
+    def forward(self, hidden: Tensor, lengths: Tensor) -> Tensor:
+        """Encoder output ``hidden [B, T, D]``, valid steps ``lengths [B]`` -> logits ``[B, num_classes]``."""
+        query = hidden.new_zeros(hidden.shape[0], 1, self.decoder.dim)
+        memory_padding = lengths_to_padding_mask(lengths, hidden.shape[1])
+        out = self.decoder(query, None, hidden, memory_padding).last_hidden_state
+        return self.output(out.mean(1))
 
 
 def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers: int = 12, encoder_heads: int = 12,
@@ -45,11 +77,14 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
              conv_bias: bool = False, pos_conv_kernel: int = 128, pos_conv_groups: int = 16,
              feature_dropout: float = 0.0, mask_time_prob: float = 0.05, mask_time_length: int = 10,
              mask_time_min_masks: int = 2, max_speech_positions: int = 4000, max_text_positions: int = 450,
+             speech_frontend: str = "waveform", logmel_bins: int = 80, logmel_channels: int = 256,
+             logmel_utterance_norm: bool = True,
              scale_embedding: bool = False, num_mel_bins: int = 80, reduction_factor: int = 2,
              speech_prenet_units: int = 256, speech_prenet_layers: int = 2, speech_prenet_dropout: float = 0.5,
              speaker_embedding_dim: int = 512, postnet_layers: int = 5, postnet_units: int = 256,
              postnet_kernel: int = 5, postnet_dropout: float = 0.5, ctc: bool = False,
-             num_classes: int = 1251, gradient_checkpointing: bool = False) -> nn.Module:
+             num_classes: int = 1251, sid_pooling: str = "encoder",
+             gradient_checkpointing: bool = False) -> nn.Module:
     """Compose a SpeechT5 model for ``task`` (one of asr, st, tts, vc, se, sid); defaults are SpeechT5-base."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -60,8 +95,16 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
     encoder = TransformerEncoder(enc_spec, encoder_layers, layerdrop=encoder_layerdrop,
                                  relative_position_distance=relative_position_distance,
                                  gradient_checkpointing=gradient_checkpointing)
-    if task in SPEECH_INPUT:
-        encoder_prenet: nn.Module = SpeechEncoderPrenet(
+    if speech_frontend not in SPEECH_FRONTENDS:
+        raise ValueError(f"speech_frontend must be one of {SPEECH_FRONTENDS}, got {speech_frontend!r}")
+    if task in SPEECH_INPUT and speech_frontend == "logmel":
+        encoder_prenet: nn.Module = LogMelPrenet(
+            dim, logmel_bins, logmel_channels, utterance_norm=logmel_utterance_norm, pos_conv_kernel=pos_conv_kernel,
+            pos_conv_groups=pos_conv_groups, feature_dropout=feature_dropout, mask_time_prob=mask_time_prob,
+            mask_time_length=mask_time_length, mask_time_min_masks=mask_time_min_masks,
+            max_positions=max_speech_positions, padding_idx=PAD)
+    elif task in SPEECH_INPUT:
+        encoder_prenet = SpeechEncoderPrenet(
             dim, conv_dims, conv_kernels, conv_strides, conv_bias, pos_conv_kernel, pos_conv_groups,
             layer_norm_eps, feature_dropout, mask_time_prob, mask_time_length, mask_time_min_masks,
             max_speech_positions, PAD)
@@ -70,7 +113,12 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
                                      max_positions=max_text_positions)
         encoder_prenet.encode_positions.dropout.p = positional_dropout  # SpeechT5 drops out after the positions
     if task == "sid":
-        model = EncoderModel(encoder_prenet, encoder, ClassifierPostnet(dim, num_classes))
+        if sid_pooling not in ("encoder", "decoder"):
+            raise ValueError(f"sid_pooling must be 'encoder' or 'decoder', got {sid_pooling!r}")
+        head: nn.Module = ClassifierPostnet(dim, num_classes) if sid_pooling == "encoder" else DecoderQueryClassifier(
+            TransformerDecoder(dec_spec, decoder_layers, layerdrop=decoder_layerdrop,
+                               gradient_checkpointing=gradient_checkpointing), num_classes)
+        model = EncoderModel(encoder_prenet, encoder, head)
         model.task = task
         return model
 
