@@ -217,11 +217,13 @@ class EncoderDecoderModel(nn.Module):
         return Features(out.hidden_states, lengths, self.encoder_prenet.downsample_rate)
 
     def decode(self, targets: Any, target_lengths: Tensor | None, memory: Tensor, memory_padding_mask: Tensor | None,
-               cache: DecoderCache | None = None, output_attentions: bool = False, **prenet_kwargs: Any):
+               cache: DecoderCache | None = None, output_attentions: bool = False,
+               attention_heads: int | None = None, **prenet_kwargs: Any):
         """Run the decoder pre-net, decoder and post-net on (new) target steps: the module path.
 
         With ``cache``, ``targets`` holds only the new steps; positions continue from ``cache.length``.
-        ``prenet_kwargs`` go to the decoder pre-net (e.g. ``speaker_embeddings``).
+        ``prenet_kwargs`` go to the decoder pre-net (e.g. ``speaker_embeddings``). ``attention_heads``: with
+        ``output_attentions``, the cross-attention probabilities of the first heads only (a guided attention loss).
         Returns ``(post-net outputs, decoder output, target lengths)``.
         """
         offset = cache.length if cache is not None else 0
@@ -230,18 +232,20 @@ class EncoderDecoderModel(nn.Module):
         if cache is None:
             padding = lengths_to_padding_mask(target_lengths, hidden.shape[1])
         out = self.decoder(hidden, padding, memory, memory_padding_mask, cache=cache,
-                           output_attentions=output_attentions)
+                           output_attentions=output_attentions, attention_heads=attention_heads)
         return self.decoder_postnet(out.last_hidden_state, target_lengths), out, target_lengths
 
     def forward(self, x: Any, lengths: Tensor | None, targets: Any, target_lengths: Tensor | None = None,
-                output_attentions: bool = False, **prenet_kwargs: Any) -> Seq2SeqOutput:
+                output_attentions: bool = False, attention_heads: int | None = None,
+                **prenet_kwargs: Any) -> Seq2SeqOutput:
         """Teacher-forced forward: ``targets`` are the decoder inputs (already shifted right)."""
         enc, lengths = self.encode(x, lengths)
         memory = enc.last_hidden_state
         encoder_outputs = None if self.encoder_postnet is None else self.encoder_postnet(memory, lengths)
         memory_mask = lengths_to_padding_mask(lengths, memory.shape[1])
         outputs, dec, _ = self.decode(targets, target_lengths, memory, memory_mask,
-                                      output_attentions=output_attentions, **prenet_kwargs)
+                                      output_attentions=output_attentions, attention_heads=attention_heads,
+                                      **prenet_kwargs)
         return Seq2SeqOutput(outputs, encoder_outputs, memory, lengths, dec.last_hidden_state, dec.cross_attentions)
 
     def dummy_inputs(self, batch_size: int = 2) -> dict[str, Any]:

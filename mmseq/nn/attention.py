@@ -150,6 +150,7 @@ class MultiheadAttention(nn.Module):
         is_causal: bool = False,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        weight_heads: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key_value`` (itself when None: self-attention).
 
@@ -163,6 +164,9 @@ class MultiheadAttention(nn.Module):
             is_causal: mask future keys; with a cache, query step t sits at position ``past + t``.
             cache: self-attention: new K/V are appended; cross-attention: K/V computed on the first call only.
             need_weights: also return the attention probabilities ``[B, H, T, S]`` (slower eager path).
+            weight_heads: with ``need_weights``, return those of the first ``weight_heads`` heads only (``[B, k, T,
+                S]``, e.g. for a guided attention loss): only they are computed explicitly, the other heads keep
+                the SDPA kernel.
 
         Returns:
             ``(output [B, T, D], weights or None)``.
@@ -215,13 +219,32 @@ class MultiheadAttention(nn.Module):
         # (bench/dropout.py).
         on_cpu = q.device.type == "cpu"
         eager = on_cpu and ((bias is not None and bias.requires_grad) or dropout > 0)
-        if need_weights or eager:
+        split = (need_weights and not eager and weight_heads is not None and 0 < weight_heads < self.num_heads)
+        if split:  # the first heads explicitly (their probabilities are wanted), the others through SDPA
+            out, weights = _eager_attention(q[:, :weight_heads], k[:, :weight_heads], v[:, :weight_heads],
+                                            _head_slice(mask, self.num_heads, 0, weight_heads), self.scaling,
+                                            dropout)
+            rest = F.scaled_dot_product_attention(
+                q[:, weight_heads:], k[:, weight_heads:], v[:, weight_heads:],
+                attn_mask=_head_slice(mask, self.num_heads, weight_heads, self.num_heads), dropout_p=dropout,
+                is_causal=is_causal)
+            out = torch.cat([out, rest], dim=1)
+        elif need_weights or eager:
             out, weights = _eager_attention(q, k, v, mask, self.scaling, dropout)
+            if need_weights and weight_heads is not None:
+                weights = weights[:, :weight_heads]
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
             weights = None
         out = out.transpose(1, 2).reshape(b, t, self.embed_dim)
         return self.out_proj(out), weights
+
+
+def _head_slice(mask: Tensor | None, num_heads: int, start: int, stop: int) -> Tensor | None:
+    """The part of a mask (or bias) broadcastable to ``[B, H, T, S]`` that heads ``start:stop`` see."""
+    if mask is None or mask.dim() < 4 or mask.shape[1] != num_heads:
+        return mask  # the same for every head
+    return mask[:, start:stop]
 
 
 def _eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,

@@ -167,12 +167,15 @@ class TransformerDecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, memory: Tensor | None,
                 memory_padding_mask: Tensor | None, self_cache: KVCache | None = None,
-                cross_cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Returns ``(x [B, T, D], cross-attention weights [B, H, T, S] or None)``."""
+                cross_cache: KVCache | None = None, need_weights: bool = False,
+                weight_heads: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """Returns ``(x [B, T, D], cross-attention weights [B, H, T, S] or None)``; with ``weight_heads``, the
+        weights of the first ``weight_heads`` heads only (``[B, k, T, S]``, the others not computed explicitly)."""
         if memory is not None and self.encoder_attn is None:
             raise ValueError("this decoder has no cross-attention (a decoder-only trunk): pass memory=None")
         self_kw = dict(padding_mask=padding_mask, is_causal=True, cache=self_cache)
-        cross_kw = dict(padding_mask=memory_padding_mask, cache=cross_cache, need_weights=need_weights)
+        cross_kw = dict(padding_mask=memory_padding_mask, cache=cross_cache, need_weights=need_weights,
+                        weight_heads=weight_heads)
         weights = None
         if self.norm_first:
             x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), **self_kw)[0])
@@ -248,13 +251,18 @@ class TransformerDecoder(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None, memory: Tensor | None = None,
                 memory_padding_mask: Tensor | None = None, cache: DecoderCache | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> DecoderOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                attention_heads: int | None = None) -> DecoderOutput:
         """Decode ``x [B, T, D]`` against ``memory [B, S, D_enc]`` (None in a decoder-only trunk).
 
         Args:
             padding_mask: ``[B, T]`` (``[B, past + T]`` with a cache), True at padding.
             memory_padding_mask: ``[B, S]``, True at padded encoder steps.
             cache: incremental-decoding state, updated in place.
+            output_attentions: return every run layer's cross-attention probabilities (``cross_attentions``;
+                a layer skipped by layerdrop has none).
+            attention_heads: with ``output_attentions``, those of the first ``attention_heads`` heads only
+                (``[B, k, T, S]``); only they are computed explicitly (a guided attention loss).
         """
         in_dtype, weight_dtype = x.dtype, self.weight_dtype
         if in_dtype != weight_dtype and in_dtype.is_floating_point:  # pre-nets kept in fp32 (set_precision)
@@ -272,10 +280,10 @@ class TransformerDecoder(nn.Module):
             cross_cache = cache.cross_attn[i] if cache is not None else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
                 x, w = checkpoint(layer, x, padding_mask, memory, memory_padding_mask, None, None,
-                                  output_attentions, use_reentrant=False)
+                                  output_attentions, attention_heads, use_reentrant=False)
             else:
                 x, w = layer(x, padding_mask, memory, memory_padding_mask, self_cache, cross_cache,
-                             output_attentions)
+                             output_attentions, attention_heads)
             if output_hidden_states:
                 hidden.append(x)
             if output_attentions:
