@@ -82,6 +82,30 @@ def _batch_size(batch: Any) -> int:
 
 
 @dataclass
+class Adversary:
+    """A second network trained against the model, as a GAN's discriminator is (:mod:`mmseq.tasks.hifigan`).
+
+    With one, every training step of the loop takes two optimizer steps on the same batch: the adversary's
+    (``adversary_loss``, on the model's output detached), then the model's (``model_loss``, against the
+    just-updated adversary, whose parameters get no gradient then). ``generate`` runs the model once per batch and
+    both steps share its output. The adversary has its own optimizer (``adversary_optim`` in the run config) and the
+    run's schedule; its weights and optimizer state live in the resumable training state only, while ``best/`` and
+    the checkpoints' models hold the model alone. ``Task.loss`` stays what validation and test evaluate.
+
+    Attributes:
+        module: the adversary (e.g. HiFi-GAN's discriminators); the loop moves, wraps (DDP) and trains it.
+        generate: ``generate(model, batch) -> generated``, the model's output both steps judge.
+        adversary_loss: ``(adversary, batch, generated) -> (loss, metrics)``; ``generated`` is detached.
+        model_loss: ``(adversary, batch, generated) -> (loss, metrics)``, the loss the model is trained on.
+    """
+
+    module: nn.Module
+    generate: Callable[[nn.Module, Any], Any]
+    adversary_loss: Callable[[nn.Module, Any, Any], tuple[Tensor, dict[str, "float | Ratio"]]]
+    model_loss: Callable[[nn.Module, Any, Any], tuple[Tensor, dict[str, "float | Ratio"]]]
+
+
+@dataclass
 class Task:
     """Datasets, how to batch them, the loss, and what else to evaluate.
 
@@ -96,6 +120,8 @@ class Task:
             not per-batch averages of the loss (generation). They join, and replace same-named, loss metrics.
         callbacks: plots and exports the task makes (see :class:`Callback`).
         info: facts about the task recorded in the run's ``metrics.json`` (e.g. number of classes).
+        adversary: trained against the model (a GAN's discriminator, see :class:`Adversary`); training steps then
+            use its losses instead of ``loss``.
     """
 
     train_set: Dataset
@@ -109,6 +135,7 @@ class Task:
     evaluate: Callable[[nn.Module, str], dict[str, float]] | None = None
     callbacks: Sequence[Callback] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    adversary: Adversary | None = None
 
     def plan(self, batch_size: int, seed: int) -> BatchPlan:
         if self.train_plan is not None:

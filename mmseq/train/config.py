@@ -13,6 +13,7 @@ init_from:                     # start from another checkpoint's weights (any fo
 freeze:                        # parameters to keep fixed: for the whole run, or the first N optimizer steps
   - {params: "encoder.*", until_step: 13000}
 optim: {lr: 1.0e-3, param_groups: [{params: "decoder_prenet.*", lr: 3.0e-3}]}
+adversary_optim: {name: adam, lr: 2.0e-4}  # only for a task with an adversary (a GAN's discriminator)
 schedule: {name: cosine, warmup_steps: 100}
 trainer: {max_steps: 1000, batch_size: 32, out_dir: runs/reversal}
 ```
@@ -57,12 +58,17 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "linear"  # constant | linear | cosine | noam (all with linear warmup)
+    name: str = "linear"  # constant | linear | cosine | noam | exponential (all with linear warmup)
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # floor of linear / cosine decay, as a fraction of optim.lr
+    gamma: float = 0.999  # exponential: the rate is multiplied by gamma every decay_steps steps (HiFi-GAN)
+    decay_steps: int = 1000  # exponential: steps between decays (HiFi-GAN decays once per epoch)
 
     def __post_init__(self) -> None:
-        check_choice("schedule.name", self.name, ["constant", "linear", "cosine", "noam"])
+        check_choice("schedule.name", self.name, ["constant", "linear", "cosine", "noam", "exponential"])
+        if not 0 < self.gamma <= 1 or self.decay_steps < 1:
+            raise ConfigError(f"schedule.gamma must lie in (0, 1] and schedule.decay_steps be >= 1, got "
+                              f"{self.gamma} and {self.decay_steps}")
 
 
 @dataclass
@@ -137,5 +143,8 @@ class RunConfig:
     init_from: InitFromConfig = field(default_factory=InitFromConfig)
     freeze: list[FreezeConfig] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # The optimizer of a task's adversary (a GAN's discriminator, tasks.base.Adversary), used by such tasks only;
+    # it follows the same schedule.
+    adversary_optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -10,6 +10,11 @@ load ``init_from`` weights, freeze what ``freeze`` names, build the optimizer an
 exists, then step; validate every ``val_every`` steps (the loss's metrics averaged over the validation set, and the
 task's own ``evaluate``), keep the best model in ``best/``; at the end evaluate the best model on the test split,
 write ``metrics.json`` and the curves, and call the callbacks.
+
+A task with an adversary (a GAN's discriminator, :class:`~mmseq.tasks.Adversary`) trains it too: a second
+optimizer (``adversary_optim``, the same schedule) steps first on every batch, then the model's
+(``adversarial_step`` inside :func:`train`). The adversary's weights and optimizer are part of the resumable state; ``best/`` and
+the checkpoints' models are the model alone.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from mmseq.atomic import atomic_write_text
 from mmseq.checkpoint import build_model, load, save_pretrained
 from mmseq.config import load_config, to_dict
 from mmseq.data.samplers import FixedSizeBatches, ShardedBatchSampler
-from mmseq.errors import ConfigError
+from mmseq.errors import CheckpointError, ConfigError
 from mmseq.tasks import Callback, Ratio, RunContext, Task, build_task
 from mmseq.train import distributed
 from mmseq.train.config import RunConfig, TrainerConfig
@@ -181,6 +186,22 @@ def evaluate(model: nn.Module, task: Task, split: str, cfg: TrainerConfig, devic
     return result
 
 
+def detach(value: Any) -> Any:
+    """``value`` with every tensor in it (alone, or nested in dicts, lists and tuples) detached."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return {k: detach(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detach(v) for v in value)
+    return value
+
+
+def _check_finite(loss: torch.Tensor, what: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} is {loss.item()} at step {step}")
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
@@ -244,6 +265,11 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     scheduler = make_scheduler(optimizer, cfg.schedule, tc.max_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     progress = Progress()
+    adversary = task.adversary
+    if adversary is not None:
+        adversary.module.to(device).train()
+        adversary_optimizer = make_optimizer(adversary.module, cfg.adversary_optim)
+        adversary_scheduler = make_scheduler(adversary_optimizer, cfg.schedule, tc.max_steps)
 
     resume_from = latest_checkpoint(ckpt_dir) if tc.resume else None
     if resume_from is not None:
@@ -254,6 +280,13 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if adversary is not None:
+            if "adversary" not in state:
+                raise CheckpointError(f"{str(resume_from)!r} holds no adversary state: it is not a checkpoint of "
+                                      "this adversarial task (start in a new trainer.out_dir)")
+            adversary.module.load_state_dict(state["adversary"]["module"])
+            adversary_optimizer.load_state_dict(state["adversary"]["optimizer"])
+            adversary_scheduler.load_state_dict(state["adversary"]["scheduler"])
         progress = Progress(**state["progress"])
         set_rng_state(state["rng"][dist.rank])
     else:
@@ -280,6 +313,11 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
                                        find_unused_parameters=tc.find_unused_parameters)
 
     wrapped = wrap()
+    wrapped_adversary = None
+    if adversary is not None:
+        wrapped_adversary = adversary.module if not dist.enabled else DistributedDataParallel(
+            adversary.module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=tc.find_unused_parameters)
 
     def context() -> RunContext:
         return RunContext(out_dir, progress.step, model, task, cfg)
@@ -304,14 +342,75 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     def checkpoint() -> None:
         rngs = distributed.all_gather_objects(rng_state(), dist)
         if dist.is_main:
-            save_checkpoint(ckpt_dir, model, {
+            state = {
                 "progress": progress_dict(progress),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": rngs,
-            }, keep=tc.keep_checkpoints)
+            }
+            if adversary is not None:
+                state["adversary"] = {"module": adversary.module.state_dict(),
+                                      "optimizer": adversary_optimizer.state_dict(),
+                                      "scheduler": adversary_scheduler.state_dict()}
+            save_checkpoint(ckpt_dir, model, state, keep=tc.keep_checkpoints)
         distributed.barrier(dist)
+
+    def optimizer_step(opt: torch.optim.Optimizer, module: nn.Module) -> torch.Tensor | None:
+        """Unscale, clip, step and clear the gradients of ``module``'s optimizer ``opt``; the gradient norm."""
+        scaler.unscale_(opt)
+        norm = (torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None],
+                                               tc.clip_grad_norm) if tc.clip_grad_norm > 0 else None)
+        scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+        return norm
+
+    def no_sync(module: nn.Module, micro: int) -> contextlib.AbstractContextManager:
+        last = micro == tc.grad_accum - 1
+        return contextlib.nullcontext() if last or not dist.enabled else module.no_sync()
+
+    def model_step() -> torch.Tensor | None:
+        """One optimizer step over grad_accum micro-batches; DDP syncs gradients on the last one only."""
+        for micro in range(tc.grad_accum):
+            batch = to_device(next(batches), device)
+            with no_sync(wrapped, micro):
+                with autocast(tc.precision, device):
+                    loss, batch_metrics = task.loss(wrapped, batch)
+                _check_finite(loss, "loss", progress.step)
+                scaler.scale(loss / tc.grad_accum).backward()
+            running.add({"loss": loss.item(), **batch_metrics}, task.batch_size_of(batch))
+        return optimizer_step(optimizer, model)
+
+    def adversarial_step() -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """One training step with an adversary: its optimizer step, then the model's, on the same micro-batches.
+        Returns both gradient norms (model, adversary)."""
+        micro_batches = [to_device(next(batches), device) for _ in range(tc.grad_accum)]
+        keep = tc.grad_accum == 1  # the model's output is kept for its own step; with accumulation, recomputed
+        generated = []
+        # 1. The adversary learns to tell the data from the model's output (detached: nothing reaches the model).
+        for micro, batch in enumerate(micro_batches):
+            with no_sync(wrapped_adversary, micro), autocast(tc.precision, device):
+                with contextlib.nullcontext() if keep else torch.no_grad():
+                    out = adversary.generate(wrapped, batch)
+                loss, batch_metrics = adversary.adversary_loss(wrapped_adversary, batch, detach(out))
+            _check_finite(loss, "adversary loss", progress.step)
+            scaler.scale(loss / tc.grad_accum).backward()
+            running.add({"adversary_loss": loss.item(), **batch_metrics}, task.batch_size_of(batch))
+            generated.append(out if keep else None)
+        adversary_norm = optimizer_step(adversary_optimizer, adversary.module)
+        # 2. The model learns against the updated adversary, whose parameters take no gradient meanwhile.
+        adversary.module.requires_grad_(False)
+        try:
+            for micro, batch in enumerate(micro_batches):
+                with no_sync(wrapped, micro), autocast(tc.precision, device):
+                    out = generated[micro] if keep else adversary.generate(wrapped, batch)
+                    loss, batch_metrics = adversary.model_loss(adversary.module, batch, out)
+                _check_finite(loss, "loss", progress.step)
+                scaler.scale(loss / tc.grad_accum).backward()
+                running.add({"loss": loss.item(), **batch_metrics}, task.batch_size_of(batch))
+        finally:
+            adversary.module.requires_grad_(True)
+        return optimizer_step(optimizer, model), adversary_norm
 
     bar = tqdm(total=tc.max_steps, initial=progress.step, disable=not (tc.progress and dist.is_main),
                desc="train", dynamic_ncols=True)
@@ -323,24 +422,12 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     while progress.step < tc.max_steps:
         if freezer.changes_at(progress.step) and freezer.apply(progress.step):
             wrapped = wrap()  # DDP syncs only the parameters that required gradients when it was built
-        # One optimizer step over grad_accum micro-batches; DDP syncs gradients on the last one only.
-        for micro in range(tc.grad_accum):
-            batch = to_device(next(batches), device)
-            last = micro == tc.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not dist.enabled else wrapped.no_sync()
-            with sync:
-                with autocast(tc.precision, device):
-                    loss, batch_metrics = task.loss(wrapped, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {progress.step}")
-                scaler.scale(loss / tc.grad_accum).backward()
-            running.add({"loss": loss.item(), **batch_metrics}, task.batch_size_of(batch))
-        scaler.unscale_(optimizer)
-        grad_norm = (torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
-                                                    tc.clip_grad_norm) if tc.clip_grad_norm > 0 else None)
-        scaler.step(optimizer)
+        if adversary is None:
+            grad_norm, adversary_norm = model_step(), None
+        else:
+            grad_norm, adversary_norm = adversarial_step()
+            adversary_scheduler.step()
         scaler.update()
-        optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         progress.step += 1
         bar.update(1)
@@ -350,6 +437,8 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
             record["lr"] = scheduler.get_last_lr()[-1]
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
+            if adversary_norm is not None:
+                record["adversary_grad_norm"] = float(adversary_norm)
             log.write(progress.step, "train", record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
             running = MetricSums()
@@ -377,6 +466,8 @@ def _finish(model: nn.Module, task: Task, cfg: RunConfig, device: torch.device, 
         "train_seconds_this_session": round(seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if p.requires_grad),
+        **({"adversary_parameters": sum(p.numel() for p in task.adversary.module.parameters())}
+           if task.adversary is not None else {}),
         "task": task.info,
         "val": val,
     }

@@ -1,5 +1,5 @@
 """Optimizers with parameter groups, and learning-rate schedules (linear warmup, then constant / linear / cosine /
-Noam)."""
+Noam / exponential)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def lr_factor(step: int, cfg: ScheduleConfig, max_steps: int) -> float:
         return (step + 1) / warmup
     if cfg.name == "constant":
         return 1.0
+    if cfg.name == "exponential":
+        return cfg.gamma ** ((step - warmup) // cfg.decay_steps)
     progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     floor = cfg.min_lr_ratio
     if cfg.name == "linear":
