@@ -18,7 +18,6 @@ class GriffinLimVocoder(nn.Module):
                  f_min: float = 80.0, f_max: float = 7600.0, n_iter: int = 32):
         super().__init__()
         self.samples_per_frame, self.sampling_rate = hop_length, sample_rate
-        # The STFT inside Griffin-Lim reflect-pads n_fft // 2 samples, so it needs more than that many samples.
         self.min_frames = n_fft // hop_length + 2
         self.inverse_mel = torchaudio.transforms.InverseMelScale(
             n_stft=n_fft // 2 + 1, n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max,
@@ -30,9 +29,11 @@ class GriffinLimVocoder(nn.Module):
         frames = mel.shape[1]
         if frames == 0:
             return mel.new_zeros(mel.shape[0], 0, dtype=torch.float32)
-        if frames < self.min_frames:  # a model that stops at once: pad with its quietest frame, cut off after
-            floor = mel.amin(dim=(1, 2), keepdim=True).expand(-1, self.min_frames - frames, mel.shape[2])
-            mel = torch.cat([mel, floor], dim=1)
+        # Griffin-Lim gives (frames - 1) * hop samples and its STFT needs more than n_fft // 2 of them: pad with the
+        # quietest frame (at least one, more for a model that stopped at once) and cut back to frames * hop.
+        pad = max(1, self.min_frames - frames)
+        floor = mel.amin(dim=(1, 2), keepdim=True).expand(-1, pad, mel.shape[2])
+        mel = torch.cat([mel, floor], dim=1)
         linear = self.inverse_mel(torch.pow(10.0, mel.float()).transpose(1, 2)).clamp(min=0)
         wav = self.griffin_lim(linear)
         return wav[:, : frames * self.samples_per_frame]
