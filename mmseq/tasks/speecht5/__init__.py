@@ -1,2 +1,4 @@
 """SpeechT5 tasks: ASR, ST, TTS, VC, SE and SID on speech manifests (one module per group; importing this package
 registers them)."""
+
+from mmseq.tasks.speecht5 import data, sid, speech, text  # noqa: F401
