@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from mmseq.data.cli import add_parser as add_data
 from mmseq.errors import MmseqError
 from mmseq.inference.cli import add_parser as add_infer
+from mmseq.inference.speaker import add_parser as add_embed_speakers
 from mmseq.registry import list_models, model_arguments
 from mmseq.train.cli import add_parsers as add_train
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_models)
 
     add_train(sub)  # train, eval
-    add_data(sub)  # data ...
+    add_embed_speakers(add_data(sub))  # data ... (embed-speakers needs models, so it is added here)
     add_infer(sub)  # infer
     return parser
 

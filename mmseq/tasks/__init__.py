@@ -3,9 +3,9 @@ family (:mod:`mmseq.tasks.core`: the embedded ``sequence_reversal``; :mod:`mmseq
 :mod:`mmseq.tasks.base`. Importing this package registers the built-in tasks.
 """
 
-from mmseq.tasks import core, speecht5, tera  # noqa: F401
-from mmseq.tasks.base import (Callback, ListDataset, LossFn, Ratio, RunContext, Task, build_task, list_tasks, register_task,
+from mmseq.tasks import core, hifigan, speaker, speecht5, tera  # noqa: F401
+from mmseq.tasks.base import (Adversary, Callback, ListDataset, LossFn, Ratio, RunContext, Task, build_task, list_tasks, register_task,
                               task_config)
 
-__all__ = ["Callback", "ListDataset", "LossFn", "Ratio", "RunContext", "Task", "build_task", "list_tasks", "register_task",
+__all__ = ["Adversary", "Callback", "ListDataset", "LossFn", "Ratio", "RunContext", "Task", "build_task", "list_tasks", "register_task",
            "task_config"]
