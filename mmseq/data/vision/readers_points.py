@@ -220,7 +220,8 @@ class ScanObjectNN(Dataset):
     Point-MAE shuffles the point order in training only and keeps all 2048 points (``ShufflePoints``).
 
     Items: ``points`` (``float32 [2048, 3]``), ``label`` (0..14), ``class_name``, and ``mask`` (``int64 [2048]``
-    as stored, ``-1`` on background points) when the file has one.
+    as stored, ``-1`` on background points) when the file has one. A ``shape_names.txt`` in ``root`` (one name per
+    line, as the synthetic point-cloud product writes) replaces ScanObjectNN's 15 class names.
 
     Args:
         root: The ``h5_files`` folder.
@@ -245,6 +246,9 @@ class ScanObjectNN(Dataset):
         self.rows = H5Rows([require_file(self.path, f"ScanObjectNN {variant} {split} file")], ["data", "label"],
                            optional=["mask"])  # fmt: skip
         self.variant = variant
+        names = root / "shape_names.txt"
+        self.class_names: tuple[str, ...] = (tuple(n.strip() for n in names.read_text().splitlines() if n.strip())
+                                             if names.is_file() else SCANOBJECTNN_CLASSES)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -252,10 +256,10 @@ class ScanObjectNN(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row, _, _ = self.rows.row(index)
         label = int(np.asarray(row["label"]).reshape(-1)[0])
-        if not 0 <= label < len(SCANOBJECTNN_CLASSES):
-            raise InputError(f"{self.path}: row {index} has label {label}, expected 0..14")
+        if not 0 <= label < len(self.class_names):
+            raise InputError(f"{self.path}: row {index} has label {label}, expected 0..{len(self.class_names) - 1}")
         item: dict[str, Any] = {"points": torch.from_numpy(row["data"].astype(np.float32)), "label": label,
-                                "class_name": SCANOBJECTNN_CLASSES[label]}  # fmt: skip
+                                "class_name": self.class_names[label]}  # fmt: skip
         if "mask" in row:
             item["mask"] = torch.from_numpy(row["mask"].astype(np.int64))
         return item

@@ -75,6 +75,7 @@ def test_hard_split_reads_as_scanobjectnn_pb_t50_rs(product):
     for i in range(len(ds)):
         item = ds[i]
         assert item["label"] == i % C and item["points"].shape == (sp.HARD_POINTS, 3)
+        assert item["class_name"] == CLASS_NAMES[item["label"]]  # the product's names, not ScanObjectNN's
         mask = item["mask"].numpy()
         assert set(np.unique(mask)) <= {-1, item["label"]} and (mask != -1).mean() >= 0.3
         with_background += bool((mask == -1).any())
