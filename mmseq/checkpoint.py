@@ -27,6 +27,7 @@ from mmseq.registry import create_model, is_registered, submodel_arguments
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+LABELS_NAME = "labels.json"  # a classifier's class names, when the model has them
 FORMAT_VERSION = 1
 
 # Other projects' checkpoint formats (HF transformers, s3prl, ...) plug in here: ``detect(path) -> bool`` and
@@ -112,7 +113,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, extra_files: dict[s
         model: the model; ``model.mmseq_config`` (set by create_model) names its builder and arguments.
         directory: the checkpoint directory; an existing checkpoint there is replaced as a whole.
         extra_files: more text files to place beside the weights, name -> content. A ``model.tokenizer``
-            is saved too, and :func:`load` brings it back.
+            is saved too, and ``model.labels`` (a classifier's class names) as ``labels.json``; :func:`load`
+            brings both back.
     """
     config = getattr(model, "mmseq_config", None)
     if config is None:
@@ -127,6 +129,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, extra_files: dict[s
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.save(tmp)
+        labels = getattr(model, "labels", None)
+        if labels is not None:
+            (tmp / LABELS_NAME).write_text(json.dumps([str(label) for label in labels], indent=1) + "\n")
         write_model_files(model, tmp)
 
     return write_directory(directory, write)
@@ -245,7 +250,20 @@ def load(path: str | Path, **overrides: Any) -> nn.Module:
     tokenizer = checkpoint_tokenizer(path)
     if tokenizer is not None:
         attach_tokenizer(model, tokenizer, f"checkpoint {str(path)!r}")
+    if (path / LABELS_NAME).is_file():
+        model.labels = _read_labels(path / LABELS_NAME)
     return model
+
+
+def _read_labels(file: Path) -> list[str]:
+    """The class names a checkpoint stores (``labels.json``: a JSON list of strings)."""
+    try:
+        labels = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read the class names {str(file)!r}: {e}") from None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise CheckpointError(f"{str(file)!r} must hold a JSON list of class names (strings)")
+    return labels
 
 
 def _is_foreign(path: Path) -> bool:

@@ -122,3 +122,16 @@ def test_loading_follows_no_path_recorded_in_the_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "gone")
     loaded = mmseq.load(tmp_path / "probe")
     assert _same_weights(probe, loaded)
+
+
+def test_class_names_travel_with_the_checkpoint_into_the_pipeline(tmp_path):
+    model = mmseq.create_model("speecht5_sid_tiny")
+    model.labels = [f"spk{i:02d}" for i in range(5)]
+    mmseq.save_pretrained(model, tmp_path / "sid")
+    assert mmseq.load(tmp_path / "sid").labels == model.labels
+    pipe = mmseq.pipeline("sid", model=str(tmp_path / "sid"))
+    result = pipe(torch.randn(16000).numpy(), sampling_rate=16000)
+    assert result["label"] in model.labels
+    (tmp_path / "sid" / "labels.json").write_text('{"a": 1}')
+    with pytest.raises(CheckpointError, match="list of class names"):
+        mmseq.load(tmp_path / "sid")
