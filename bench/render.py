@@ -87,12 +87,45 @@ def _loader_rows(captions: Path, scenes: Path, repeats: int) -> list[tuple[str, 
              len(rgbd) / s_plain)]  # fmt: skip
 
 
+def _points_rows(points: Path, repeats: int) -> list[tuple[str, int, float, float]]:
+    """The point-cloud readers over the points product against a plain h5py loop giving the same tensors."""
+    import h5py
+
+    from mmseq.data.vision.readers_points import ModelNet40H5, ScanObjectNN
+
+    clean_root, hard_root = points / "modelnet40_ply_hdf5_2048", points / "h5_files"
+    clean = ModelNet40H5(clean_root, "test")
+    hard = ScanObjectNN(hard_root, "test", "pb_t50_rs")
+
+    def plain(files: list[Path], extra: tuple[str, ...] = ()) -> list[tuple[torch.Tensor, ...]]:
+        out = []
+        for file in files:
+            with h5py.File(file, "r") as f:
+                arrays = [f["data"][:], f["label"][:], *(f[k][:] for k in extra)]
+            for i in range(len(arrays[0])):
+                out.append((torch.from_numpy(arrays[0][i].astype(np.float32)), int(arrays[1][i].reshape(-1)[0]),
+                            *(torch.from_numpy(a[i].astype(np.int64)) for a in arrays[2:])))
+        return out
+
+    clean_files = [clean_root / Path(line).name for line in (clean_root / "test_files.txt").read_text().split()]
+    c_reader, c_plain = median_times([lambda: [clean[i] for i in range(len(clean))], lambda: plain(clean_files)],
+                                     repeats)
+    s_reader, s_plain = median_times([lambda: [hard[i] for i in range(len(hard))],
+                                      lambda: plain([hard.path], ("mask",))], repeats)
+    n_clean, n_hard = clean[0]["points"].shape[0], hard[0]["points"].shape[0]
+    return [(f"ModelNet40H5 (clean points), {n_clean} points", len(clean), len(clean) / c_reader,
+             len(clean) / c_plain),
+            (f"ScanObjectNN PB_T50_RS (hard points), {n_hard} points + mask", len(hard), len(hard) / s_reader,
+             len(hard) / s_plain)]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--captions", type=Path, default=Path("data/synth_captions"))
     parser.add_argument("--scenes", type=Path, default=Path("data/synth_scenes"))
+    parser.add_argument("--points", type=Path, default=Path("data/synth_points"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
@@ -115,6 +148,16 @@ def main() -> None:
         print(f"\ncaptions product: {captions}, scenes product: {scenes}")
         print("\n| loader | items | reader items/s | plain PIL items/s | reader / plain |\n|---|---:|---:|---:|---:|")
         for name, n, reader, plain in _loader_rows(captions, scenes, args.repeats):
+            print(f"| {name} | {n} | {reader:.1f} | {plain:.1f} | {reader / plain:.2f} |")
+        points = args.points
+        if not (points / "points.json").exists():
+            from mmseq.data.vision.synth_points import build_points
+
+            points = Path(tmp) / "points"
+            build_points(points, "tiny")
+        print(f"\npoints product: {points}")
+        print("\n| loader | items | reader items/s | plain h5py items/s | reader / plain |\n|---|---:|---:|---:|---:|")
+        for name, n, reader, plain in _points_rows(points, args.repeats):
             print(f"| {name} | {n} | {reader:.1f} | {plain:.1f} | {reader / plain:.2f} |")
 
 

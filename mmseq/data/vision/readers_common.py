@@ -137,8 +137,10 @@ def load_png(path: str | os.PathLike, what: str = "PNG map") -> np.ndarray:
 class H5Rows:
     """Row access to same-shaped arrays spread over several HDF5 files (ModelNet40 h5, ScanObjectNN).
 
-    The files are opened lazily and once per process, so a dataset built before ``DataLoader`` forks its workers
-    never shares an HDF5 handle across processes; only shapes are read at construction.
+    The files are read lazily, each whole on its first row and once per process (as Point-MAE's loaders hold these
+    sets in memory: an HDF5 read per row costs 20-30x more, see ``bench/render.py``), so a dataset built before
+    ``DataLoader`` forks its workers never shares an HDF5 handle across processes; only shapes are read at
+    construction.
 
     Args:
         files: HDF5 files, read in this order.
@@ -173,7 +175,7 @@ class H5Rows:
                 raise InputError(f"{path}: datasets {self.keys} disagree on the number of rows ({sorted(rows)})")
             self.offsets.append(self.offsets[-1] + rows.pop())
         self.keys += [key for key in optional if key in present]
-        self._handles: dict[int, Any] = {}
+        self._arrays: dict[int, dict[str, np.ndarray]] = {}
         self._pid = -1
 
     def __len__(self) -> int:
@@ -181,17 +183,18 @@ class H5Rows:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_handles"], state["_pid"] = {}, -1
+        state["_arrays"], state["_pid"] = {}, -1
         return state
 
-    def _file(self, k: int):
+    def _file(self, k: int) -> dict[str, np.ndarray]:
         import h5py
 
         if self._pid != os.getpid():
-            self._handles, self._pid = {}, os.getpid()
-        if k not in self._handles:
-            self._handles[k] = h5py.File(self.files[k], "r")
-        return self._handles[k]
+            self._arrays, self._pid = {}, os.getpid()
+        if k not in self._arrays:
+            with h5py.File(self.files[k], "r") as h5:
+                self._arrays[k] = {key: h5[key][:] for key in self.keys}
+        return self._arrays[k]
 
     def row(self, index: int) -> tuple[dict[str, np.ndarray], Path, int]:
         """Every key's row ``index`` (over all files), with the file it came from and the row within it."""
@@ -200,8 +203,8 @@ class H5Rows:
         k = int(np.searchsorted(self.offsets, index, side="right")) - 1
         local = index - self.offsets[k]
         h5 = self._file(k)
-        return {key: np.asarray(h5[key][local]) for key in self.keys}, self.files[k], local
+        return {key: h5[key][local] for key in self.keys}, self.files[k], local
 
     def column(self, key: str) -> np.ndarray:
         """All rows of one key, concatenated over the files (e.g. every label, for class counts)."""
-        return np.concatenate([np.asarray(self._file(k)[key][:]) for k in range(len(self.files))])
+        return np.concatenate([self._file(k)[key] for k in range(len(self.files))])
