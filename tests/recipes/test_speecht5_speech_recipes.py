@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,57 +20,15 @@ from mmseq.cli import main
 from mmseq.tasks import build_task
 from mmseq.train.loop import evaluate, load_run_config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speecht5"))
+from speecht5_helpers import make_speech_output_corpus  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "speecht5"
 STEPS = ["trainer.progress=false", "trainer.max_steps=80", "trainer.val_every=0", "trainer.save_every=0",
          "optim.lr=3e-3", "task_args.eval_utterances=1"]
 
 
-RATE = 16000
-LETTERS = {"a": 300.0, "b": 500.0, "c": 800.0, "d": 1200.0}
-SPEAKERS = {"train": {"s1": 1.0, "s2": 1.3}, "dev": {"s3": 1.1, "s4": 0.9}, "test": {"s5": 1.2, "s6": 0.8}}
-
-
-def make_speech_output_corpus(root, per_speaker=3, seed=0):
-    """A micro corpus in the synthetic corpus' layout: ``{split}.jsonl`` (text of letters a-d, each a 80 ms tone
-    whose pitch the speaker scales), ``vc/`` (the same text read by the split's other speaker) and ``se/`` (the
-    clean reading plus noise). Learnable in a few steps, written in a fraction of a second."""
-    import json
-
-    import soundfile as sf
-
-    rng = np.random.default_rng(seed)
-    for sub in ("wav", "vc", "se/wav"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for split, speakers in SPEAKERS.items():
-        texts = [" ".join("".join(rng.choice(list(LETTERS), int(rng.integers(2, 4)))) for _ in range(2))
-                 for _ in range(per_speaker)]
-        lines, vc, se = [], [], []
-        for speaker, pitch in speakers.items():
-            for i, text in enumerate(texts):
-                pieces = []
-                for ch in text:
-                    n = int((0.08 if ch != " " else 0.05) * RATE)
-                    t = np.arange(n) / RATE
-                    pieces.append(0.3 * np.sin(2 * np.pi * LETTERS[ch] * pitch * t) if ch != " " else np.zeros(n))
-                wav = np.concatenate([np.zeros(800), *pieces, np.zeros(800)])
-                wav = (wav + 0.003 * rng.standard_normal(len(wav))).astype(np.float32)  # no digital silence
-                name, uid = f"wav/{speaker}_{i}.wav", f"{speaker}_{i}"
-                sf.write(root / name, wav, RATE)
-                noisy = (wav + 0.05 * rng.standard_normal(len(wav))).astype(np.float32)
-                sf.write(root / f"se/wav/{uid}.wav", noisy, RATE)
-                lines.append({"id": uid, "audio": name, "duration": len(wav) / RATE, "text": text, "speaker": speaker})
-                se.append({"id": uid + "_noisy", "audio": f"wav/{uid}.wav", "duration": len(wav) / RATE, "text": text,
-                           "speaker": speaker, "target_audio": "../" + name, "snr": 10.0})
-        for line in lines:
-            other = next(s for s in speakers if s != line["speaker"])
-            target = next(x for x in lines if x["speaker"] == other and x["text"] == line["text"])
-            vc.append({**line, "id": f"{line['id']}_to_{other}", "audio": "../" + line["audio"],
-                       "target_audio": "../" + target["audio"],
-                       "extra": {"target_speaker": other, "target_duration": target["duration"]}})
-        for sub, rows in (("", lines), ("vc/", vc), ("se/", se)):
-            (root / f"{sub}{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
-    return root
 
 
 @pytest.fixture(autouse=True, scope="module")
