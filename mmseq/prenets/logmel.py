@@ -22,11 +22,10 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor
 
-from mmseq.errors import InputError
 from mmseq.nn.dropout import Dropout
 from mmseq.nn.linear import Linear
-from mmseq.nn.positional import ConvPositionalEmbedding, SinusoidalPositionalEmbedding, make_positions
-from mmseq.prenets.speech import time_mask_spans
+from mmseq.nn.positional import ConvPositionalEmbedding, SinusoidalPositionalEmbedding
+from mmseq.prenets.speech import check_waveforms, mask_and_position, waveform_dummy_inputs
 
 SUBSAMPLING_KERNEL, SUBSAMPLING_STRIDE = 3, 2  # each of the two convolutions
 
@@ -163,37 +162,12 @@ class LogMelPrenet(nn.Module):
             time_mask: optional ``[B, T]`` bool steps to replace by the mask embedding (otherwise drawn while
                 training when ``mask_time_prob > 0``).
         """
-        if wav.dim() != 2 or not wav.is_floating_point():
-            raise InputError(f"waveforms must be a float tensor [batch, samples], got {wav.dtype} {list(wav.shape)}")
-        if lengths is None:
-            lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
-        short = int(lengths.min())
-        if short < self.receptive_field:
-            raise InputError(f"audio of {short} samples is shorter than the log-mel pre-net's receptive field "
-                             f"({self.receptive_field} samples)")
+        lengths = check_waveforms(wav, lengths, self.receptive_field, "log-mel pre-net")
         feats = self.features(wav)
         feats = self._normalise(feats, self.features.num_frames(lengths).clamp(max=feats.shape[1]))
         x = self.dropout(self.subsampling(feats.to(self.masked_spec_embed.dtype)))
         out_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
-        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
-        if bool(padding.any()):
-            # Zero padded steps so the position convolution sees what it sees at the end of an unpadded row.
-            x = x.masked_fill(padding[..., None], 0.0)
-        if time_mask is None and self.training and self.mask_time_prob > 0:
-            time_mask = time_mask_spans(out_lengths.cpu(), x.shape[1], self.mask_time_prob, self.mask_time_length,
-                                        self.mask_time_min_masks).to(x.device)
-        if time_mask is not None:
-            x = torch.where(time_mask[..., None], self.masked_spec_embed.to(x.dtype), x)
-        if self.pos_conv_embed is not None:
-            x = x + self.pos_conv_embed(x)
-        x = x + self.pos_sinusoidal_embed(make_positions(padding, self.padding_idx)).to(x.dtype)
-        return x, out_lengths
+        return mask_and_position(self, x, out_lengths, time_mask), out_lengths
 
     def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
-        """Waveforms long enough for SpecAugment spans (so every parameter is used in training mode)."""
-        g = torch.Generator().manual_seed(0)
-        n = self.receptive_field + self.downsample_rate * max(4, 2 * self.mask_time_length)
-        lengths = torch.tensor([n - (i % 2) * n // 4 for i in range(batch_size)])
-        wav = torch.randn(batch_size, n, generator=g) * 0.1
-        wav[torch.arange(n)[None, :] >= lengths[:, None]] = 0
-        return wav, lengths
+        return waveform_dummy_inputs(self, batch_size)

@@ -158,6 +158,47 @@ def time_mask_spans(lengths: Tensor, max_length: int, mask_prob: float, span: in
     return mask
 
 
+def check_waveforms(wav: Tensor, lengths: Tensor | None, receptive_field: int, what: str) -> Tensor:
+    """Check ``wav [B, S]`` and return its ``lengths [B]`` (every row whole when None)."""
+    if wav.dim() != 2 or not wav.is_floating_point():
+        raise InputError(f"waveforms must be a float tensor [batch, samples], got {wav.dtype} {list(wav.shape)}")
+    if lengths is None:
+        lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
+    short = int(lengths.min())
+    if short < receptive_field:
+        raise InputError(f"audio of {short} samples is shorter than the {what}'s receptive field "
+                         f"({receptive_field} samples)")
+    return lengths
+
+
+def mask_and_position(prenet: nn.Module, x: Tensor, out_lengths: Tensor, time_mask: Tensor | None) -> Tensor:
+    """What both speech encoder pre-nets do after their front-ends to ``x [B, T, D]``: zero the padded steps,
+    replace masked steps by ``prenet.masked_spec_embed`` (SpecAugment spans drawn while training), then add the
+    convolutional (when the pre-net has one) and sinusoidal positions."""
+    padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+    if bool(padding.any()):
+        # Zero padded steps so the position convolution sees what it sees at the end of an unpadded row.
+        x = x.masked_fill(padding[..., None], 0.0)
+    if time_mask is None and prenet.training and prenet.mask_time_prob > 0:
+        time_mask = time_mask_spans(out_lengths.cpu(), x.shape[1], prenet.mask_time_prob, prenet.mask_time_length,
+                                    prenet.mask_time_min_masks).to(x.device)
+    if time_mask is not None:
+        x = torch.where(time_mask[..., None], prenet.masked_spec_embed.to(x.dtype), x)
+    if prenet.pos_conv_embed is not None:
+        x = x + prenet.pos_conv_embed(x)
+    return x + prenet.pos_sinusoidal_embed(make_positions(padding, prenet.padding_idx)).to(x.dtype)
+
+
+def waveform_dummy_inputs(prenet: nn.Module, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Waveforms long enough for SpecAugment spans (so every parameter is used in training mode)."""
+    g = torch.Generator().manual_seed(0)
+    n = prenet.receptive_field + prenet.downsample_rate * max(4, 2 * prenet.mask_time_length)
+    lengths = torch.tensor([n - (i % 2) * n // 4 for i in range(batch_size)])
+    wav = torch.randn(batch_size, n, generator=g) * 0.1
+    wav[torch.arange(n)[None, :] >= lengths[:, None]] = 0
+    return wav, lengths
+
+
 class SpeechEncoderPrenet(nn.Module):
     """Raw 16 kHz waveform ``[B, S]`` -> ``[B, T, D]`` at one step per ``downsample_rate`` samples.
 
@@ -210,37 +251,13 @@ class SpeechEncoderPrenet(nn.Module):
             time_mask: optional ``[B, T]`` bool steps to replace by the mask embedding (otherwise drawn while
                 training when ``mask_time_prob > 0``).
         """
-        if wav.dim() != 2 or not wav.is_floating_point():
-            raise InputError(f"waveforms must be a float tensor [batch, samples], got {wav.dtype} {list(wav.shape)}")
-        if lengths is None:
-            lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
-        short = int(lengths.min())
-        if short < self.receptive_field:
-            raise InputError(f"audio of {short} samples is shorter than the encoder's receptive field "
-                             f"({self.receptive_field} samples)")
+        lengths = check_waveforms(wav, lengths, self.receptive_field, "encoder")
         x = self.feature_projection(self.feature_encoder(wav, lengths))
         out_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
-        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
-        if bool(padding.any()):
-            # Zero padded frames so the position convolution sees what it sees at the end of an unpadded row.
-            x = x.masked_fill(padding[..., None], 0.0)
-        if time_mask is None and self.training and self.mask_time_prob > 0:
-            time_mask = time_mask_spans(out_lengths.cpu(), x.shape[1], self.mask_time_prob, self.mask_time_length,
-                                        self.mask_time_min_masks).to(x.device)
-        if time_mask is not None:
-            x = torch.where(time_mask[..., None], self.masked_spec_embed.to(x.dtype), x)
-        x = x + self.pos_conv_embed(x)
-        x = x + self.pos_sinusoidal_embed(make_positions(padding, self.padding_idx)).to(x.dtype)
-        return x, out_lengths
+        return mask_and_position(self, x, out_lengths, time_mask), out_lengths
 
     def dummy_inputs(self, batch_size: int = 2) -> tuple[Tensor, Tensor]:
-        """Waveforms long enough for SpecAugment spans (so every parameter is used in training mode)."""
-        g = torch.Generator().manual_seed(0)
-        n = self.receptive_field + self.downsample_rate * max(4, 2 * self.mask_time_length)
-        lengths = torch.tensor([n - (i % 2) * n // 4 for i in range(batch_size)])
-        wav = torch.randn(batch_size, n, generator=g) * 0.1
-        wav[torch.arange(n)[None, :] >= lengths[:, None]] = 0
-        return wav, lengths
+        return waveform_dummy_inputs(self, batch_size)
 
 
 def _speaker_layer(x: Tensor, weight: Tensor, term: Tensor) -> Tensor:
