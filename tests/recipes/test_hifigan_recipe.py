@@ -27,13 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes/speecht5/hifigan/configs/tiny.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest on one thread (and far slower on two of a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(corpus: Path, out: Path, *overrides: str) -> dict:

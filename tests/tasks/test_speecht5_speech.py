@@ -35,13 +35,7 @@ FAST_CONV = dict(conv_dims=(32, 32, 32, 32), conv_kernels=(10, 8, 4, 4), conv_st
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two lose much time waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
