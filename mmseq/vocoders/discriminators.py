@@ -68,6 +68,18 @@ def _as_waveforms(wav: Tensor) -> Tensor:
     return wav
 
 
+def _judge(disc: nn.Module, x: Tensor) -> DiscriminatorOutput:
+    """Run ``disc.convs`` (each followed by a leaky ReLU of ``disc.slope``) and ``disc.conv_post`` on ``x``, keeping
+    every activation for feature matching; the logits are the output flattened per item."""
+    features = []
+    for conv in disc.convs:
+        x = F.leaky_relu(conv(x), disc.slope)
+        features.append(x)
+    x = disc.conv_post(x)
+    features.append(x)
+    return DiscriminatorOutput(x.flatten(1), features)
+
+
 class PeriodDiscriminator(nn.Module):
     """Judges the samples ``p`` apart: the waveform folded into ``[B, 1, ceil(S / p), p]``, then 2-D convolutions
     along time only.
@@ -101,14 +113,7 @@ class PeriodDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         """``wav [B, S]`` -> logits ``[B, H * p]`` with ``H`` the time length after the strided convolutions."""
-        x = self.fold(_as_waveforms(wav))
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return DiscriminatorOutput(x.flatten(1), features)
+        return _judge(self, self.fold(_as_waveforms(wav)))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -135,14 +140,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         """``wav [B, S]`` (or ``[B, 1, S]``) -> logits ``[B, L]``, ``L`` the length after the strides."""
-        x = _as_waveforms(wav)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return DiscriminatorOutput(x.flatten(1), features)
+        return _judge(self, _as_waveforms(wav))
 
 
 class MultiPeriodDiscriminator(nn.Module):
