@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -35,7 +34,8 @@ from mmseq.data.synth.espeak import TARGET_RATE, Voice
 from mmseq.data.synth.noise import NOISE_TYPES, SNR_RANGE
 from mmseq.data.synth.sentences import generate_sentence
 from mmseq.data.prepare.common import write_records
-from mmseq.errors import ConfigError, InputError
+from mmseq.data.output import prepare_output_dir
+from mmseq.errors import ConfigError
 
 SPLITS = ("train", "dev", "test")
 PEAK = 0.3  # clean speech peak; leaves head-room for noise at 0 dB SNR without clipping
@@ -248,14 +248,7 @@ def build_speech_corpus(out: str | os.PathLike, profile: str = "quick", seed: in
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not (root / MARKER).exists():
-            raise InputError(f"{root} is not empty and holds no {MARKER}; choose an empty or new folder")
-        if not overwrite:
-            raise InputError(f"{root} already holds a corpus; pass --overwrite to replace it")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = prepare_output_dir(Path(out), MARKER, overwrite, "corpus")
     started = time.perf_counter()
     plan = plan_corpus(PROFILES[profile], seed)
 

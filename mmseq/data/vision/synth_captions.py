@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,7 +40,8 @@ import numpy as np
 
 from mmseq.data.vision.objects import CLASS_NAMES
 from mmseq.data.vision.world import Camera, Scene, place_objects, random_light, random_object
-from mmseq.errors import ConfigError, InputError
+from mmseq.data.output import prepare_output_dir
+from mmseq.errors import ConfigError
 
 __all__ = ["PROFILES", "SPLITS", "CAPTION_COLOURS", "SIZES", "HELD_OUT_PAIRS", "QUESTION_TYPES", "ANSWERS",
            "build_captions", "read_captions", "read_vqa", "describe_captions", "make_questions"]  # fmt: skip
@@ -421,14 +421,6 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
 
 
-def _prepare_out(root: Path, overwrite: bool) -> None:
-    if root.exists() and any(root.iterdir()):
-        if not (root / MARKER).exists():
-            raise InputError(f"{root} is not empty and holds no {MARKER}; choose an empty or new folder")
-        if not overwrite:
-            raise InputError(f"{root} already holds a dataset; pass --overwrite to replace it")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
 
 
 def _image_plan(profile: dict[str, int]) -> dict[str, list[tuple[int, int, str]]]:
@@ -463,7 +455,7 @@ def build_captions(out: str | os.PathLike, profile: str = "quick", seed: int = 0
     from tqdm import tqdm
 
     root = Path(out)
-    _prepare_out(root, overwrite)
+    prepare_output_dir(root, MARKER, overwrite, "dataset")
     started = time.perf_counter()
     spec = PROFILES[profile]
     size = spec["size"]

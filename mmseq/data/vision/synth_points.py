@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from mmseq.data.vision.objects import CLASS_NAMES, rotation_z
-from mmseq.errors import ConfigError, InputError, unknown_choice
+from mmseq.data.output import prepare_output_dir
+from mmseq.errors import ConfigError, unknown_choice
 
 __all__ = ["PROFILES", "PointsProfile", "build_points", "SYNSETS", "MARKER", "POOL_POINTS", "CLEAN_POINTS",
            "HARD_POINTS"]  # fmt: skip
@@ -347,13 +347,7 @@ def build_points(out: str | os.PathLike, profile: str = "quick", seed: int = 0, 
 
     if profile not in PROFILES:
         raise ConfigError(unknown_choice("points profile", profile, PROFILES))
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not (root / MARKER).exists():
-            raise InputError(f"{root} is not empty and holds no {MARKER}; choose an empty or new folder")
-        if not overwrite:
-            raise InputError(f"{root} already holds a point-cloud product; pass --overwrite to replace it")
-        shutil.rmtree(root)
+    root = prepare_output_dir(Path(out), MARKER, overwrite, "point-cloud product")
     started = time.perf_counter()
     p = PROFILES[profile]
     progress = profile != "tiny" if progress is None else progress

@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -45,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from mmseq.data.vision.world import SEMANTIC_CLASSES, Camera, Scene, place_objects, random_light, random_object, wall
-from mmseq.errors import ConfigError, InputError
+from mmseq.data.output import prepare_output_dir
+from mmseq.errors import ConfigError
 
 __all__ = ["PROFILES", "SPLITS", "SCENE_CLASSES", "OBJECT_CLASSES", "CONDITION_FRACTIONS", "LABEL_OF_SEMANTIC",
            "build_scenes", "read_scenes", "sample_scene", "sensor_depth", "apply_condition"]  # fmt: skip
@@ -400,14 +400,7 @@ def build_scenes(out: str | os.PathLike, profile: str = "quick", seed: int = 0, 
             raise ConfigError(f"depth encodings are 'jet' and 'hha', got {e!r}")
     from tqdm import tqdm
 
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not (root / MARKER).exists():
-            raise InputError(f"{root} is not empty and holds no {MARKER}; choose an empty or new folder")
-        if not overwrite:
-            raise InputError(f"{root} already holds a dataset; pass --overwrite to replace it")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = prepare_output_dir(Path(out), MARKER, overwrite, "dataset")
     started = time.perf_counter()
     spec = PROFILES[profile]
     progress = profile != "tiny" if progress is None else progress
