@@ -122,6 +122,9 @@ class Task:
         info: facts about the task recorded in the run's ``metrics.json`` (e.g. number of classes).
         adversary: trained against the model (a GAN's discriminator, see :class:`Adversary`); training steps then
             use its losses instead of ``loss``.
+        prepare_model: ``prepare_model(model)``, called on the model before training (before ``init_from``) and
+            before ``mmseq eval`` evaluates a checkpoint: checks the model fits the task and gives it what the
+            task made for it, e.g. the tokenizer trained on the corpus, which every checkpoint then saves.
     """
 
     train_set: Dataset
@@ -136,6 +139,7 @@ class Task:
     callbacks: Sequence[Callback] = ()
     info: dict[str, Any] = field(default_factory=dict)
     adversary: Adversary | None = None
+    prepare_model: Callable[[nn.Module], None] | None = None
 
     def plan(self, batch_size: int, seed: int) -> BatchPlan:
         if self.train_plan is not None:

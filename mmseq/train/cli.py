@@ -30,6 +30,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"task {cfg.task!r} has no {args.split} split to evaluate on")
     device = resolve_device(cfg.trainer.device, 0)
     model = load(args.checkpoint).to(device)
+    if task.prepare_model is not None:
+        task.prepare_model(model)
     print(json.dumps(evaluate(model, task, args.split, cfg.trainer, device), indent=2))
     return 0
 

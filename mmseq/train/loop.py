@@ -254,6 +254,8 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     if getattr(model, "mmseq_config", None) is None:
         raise ConfigError("the model was not built by mmseq.create_model / mmseq.load, so its checkpoints could "
                           "not be loaded again")
+    if task.prepare_model is not None:
+        task.prepare_model(model)
     init_report = init_from(model, cfg.init_from)
     model = model.to(device)
     freezer = Freezer(model, cfg.freeze)

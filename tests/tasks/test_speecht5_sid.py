@@ -6,7 +6,6 @@ import json
 import pytest
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 
 import mmseq
 from mmseq.data.manifest import Utterance

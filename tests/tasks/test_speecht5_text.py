@@ -10,9 +10,8 @@ import torch.nn.functional as F
 import mmseq
 from mmseq.data.tokenizers import SpeechT5CharTokenizer
 from mmseq.errors import ConfigError
-from mmseq.tasks.speecht5.data import SpeechItem, duration_plan, pad_waveforms, random_crop
-from mmseq.tasks.speecht5.text import (bind_tokenizer, collate_text, ctc_targets, speech_to_text_loss,
-                                       train_unigram)
+from mmseq.tasks.speecht5.data import SpeechItem, bind_tokenizer, duration_plan, pad_waveforms, random_crop
+from mmseq.tasks.speecht5.text import collate_text, ctc_targets, speech_to_text_loss, train_unigram
 
 PAD, EOS = 1, 2
 TEXTS = ["turn on the lights", "switch off the music", "bring me the newspaper"]

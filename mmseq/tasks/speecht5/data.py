@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmseq.checkpoint import text_vocab_sizes
 from mmseq.data.audio import load_audio
 from mmseq.data.manifest import Utterance, read_manifest
 from mmseq.data.samplers import BatchPlan, FixedSizeBatches, LengthBucketBatches
@@ -133,6 +134,19 @@ def random_crop(wav: Tensor, samples: int, generator: torch.Generator | None = N
 def unwrap(model: Any) -> Any:
     """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
     return getattr(model, "module", model)
+
+
+def bind_tokenizer(model: Any, tokenizer: Any) -> None:
+    """Give the model the task's tokenizer (saved with every checkpoint, so ``mmseq.pipeline(TASK, RUN/best)``
+    reads and writes text), after checking their vocabularies agree; a mismatch is a :class:`ConfigError` that says
+    which ``model_args.vocab_size`` fits. The tasks' ``prepare_model``."""
+    inner = unwrap(model)
+    wrong = {name: size for name, size in text_vocab_sizes(inner).items() if size != len(tokenizer)}
+    if wrong:
+        listed = ", ".join(f"{name} {size}" for name, size in wrong.items())
+        raise ConfigError(f"the task's vocabulary has {len(tokenizer)} tokens but the model's text modules have "
+                          f"{listed}; set model_args.vocab_size={len(tokenizer)}")
+    inner.tokenizer = tokenizer
 
 
 def model_device(model: Any) -> torch.device:

@@ -38,14 +38,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmseq.checkpoint import text_vocab_sizes
 from mmseq.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SpeechT5CharTokenizer, pad_id_lists
 from mmseq.errors import ConfigError, InputError
 from mmseq.generation import generate
 from mmseq.metrics import bleu, character_error_rate, chrf, word_error_rate
 from mmseq.tasks.base import Callback, Ratio, RunContext, Task, register_task
-from mmseq.tasks.speecht5.data import (SpeechItem, SpeechItems, duration_plan, model_device, pad_waveforms,
-                                       read_split, unwrap)
+from mmseq.tasks.speecht5.data import (SpeechItem, SpeechItems, bind_tokenizer, duration_plan, model_device,
+                                       pad_waveforms, read_split, unwrap)
 
 
 @dataclass
@@ -139,21 +138,6 @@ def build_tokenizer(cfg: SpeechToTextConfig, texts: Sequence[str], kind: str) ->
     if cfg.vocab_size < 8:
         raise ConfigError(f"task_args.vocab_size must be at least 8 to train a vocabulary, got {cfg.vocab_size}")
     return train_unigram(texts, cfg.vocab_size)
-
-
-def bind_tokenizer(model: nn.Module, tokenizer: SpeechT5CharTokenizer) -> None:
-    """Give the model the task's tokenizer (saved with every checkpoint), after checking their vocabularies
-    agree; a mismatch is a :class:`ConfigError` that says which ``model_args.vocab_size`` fits."""
-    inner = unwrap(model)
-    if getattr(inner, "tokenizer", None) is tokenizer:
-        return
-    sizes = text_vocab_sizes(inner)
-    wrong = {name: size for name, size in sizes.items() if size != len(tokenizer)}
-    if wrong:
-        listed = ", ".join(f"{name} {size}" for name, size in wrong.items())
-        raise ConfigError(f"the task's vocabulary has {len(tokenizer)} tokens but the model's text modules have "
-                          f"{listed}; set model_args.vocab_size={len(tokenizer)}")
-    inner.tokenizer = tokenizer
 
 
 # --- batches and loss -------------------------------------------------------------------------------------------
@@ -297,13 +281,11 @@ def speech_to_text_task(cfg: SpeechToTextConfig, kind: str) -> Task:
         return collate_text(items, tokenizer.pad_id, tokenizer.eos_id)
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
-        bind_tokenizer(model, tokenizer)
         return speech_to_text_loss(model, batch, ce_weight=cfg.ce_weight, ctc_weight=cfg.ctc_weight,
                                    label_smoothing=cfg.label_smoothing, pad_id=tokenizer.pad_id,
                                    eos_id=tokenizer.eos_id, blank_id=tokenizer.ctc_blank_id)
 
     def evaluate(model: nn.Module, split: str) -> dict[str, float]:
-        bind_tokenizer(model, tokenizer)
         dataset = data[split]
         count = len(dataset) if split != "val" or cfg.val_decode_items <= 0 else min(cfg.val_decode_items,
                                                                                       len(dataset))
@@ -330,6 +312,7 @@ def speech_to_text_task(cfg: SpeechToTextConfig, kind: str) -> Task:
                 train_plan=duration_plan(data["train"].durations, cfg.max_batch_seconds),
                 batch_size_of=lambda b: len(b["audio_lengths"]), evaluate=evaluate,
                 callbacks=[TextOutputs(decoded, example)],
+                prepare_model=lambda model: bind_tokenizer(model, tokenizer),
                 info={"vocab_size": len(tokenizer), "tokenizer": cfg.tokenizer, "field": field,
                       "train_utterances": len(data["train"])})
 
