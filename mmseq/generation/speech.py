@@ -13,16 +13,20 @@ ones they know; otherwise that part runs its module path. ``fast=False`` runs th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from mmseq.data.features import SpeechT5LogMel
 from mmseq.errors import InputError
 from mmseq.generation.engine import Encoded
 from mmseq.generation.mode import generation_mode
 from mmseq.models.compose import EncoderDecoderModel
 from mmseq.nn.incremental import StepDecoder, is_plain
+from mmseq.postnets.speech import SpeechOutput
 from mmseq.prenets.speech import STEP_MODULES
 
 
@@ -139,3 +143,56 @@ def generate_speech(model: EncoderDecoderModel, x, lengths: Tensor | None = None
         result.waveform = vocoder(mel)
         result.waveform_lengths = out_lengths * vocoder.samples_per_frame
     return result
+
+
+def se_estimate(raw: SpeechOutput, source: Tensor | None, se_predict: str) -> SpeechOutput:
+    """The frames an enhancement model estimates from its raw outputs and the noisy frames ``source [B, T, M]``
+    (``se_predict``: ``target``, ``mask`` or ``delta``, see :func:`mmseq.models.speecht5.speecht5`)."""
+    if se_predict == "target":
+        return raw
+    t = raw.mel_before.shape[1]
+    src = source[:, :t]
+    if se_predict == "mask":  # log10(sigmoid(x) * 10^noisy) = noisy + logsigmoid(x) / ln 10
+        return SpeechOutput(src + F.logsigmoid(raw.mel_before) / math.log(10.0),
+                            src + F.logsigmoid(raw.mel_after) / math.log(10.0), raw.stop_logits)
+    return SpeechOutput(src + raw.mel_before, src + raw.mel_after, raw.stop_logits)
+
+
+@generation_mode
+def enhance_speech(model: EncoderDecoderModel, wav: Tensor, lengths: Tensor | None = None, *,
+                   source_mel: Tensor | None = None, speaker_embeddings: Tensor | None = None, vocoder=None,
+                   **generate_kwargs) -> SpeechGenerationOutput:
+    """Enhanced frames of noisy waveforms ``wav [B, S]``, as the model was trained to produce them.
+
+    A model whose decoder reads the noisy frames (``se_decoder_input="source"``) runs once on them (their
+    SpeechT5 log-mel, or ``source_mel [B, T, M]`` when given) and its output becomes the estimate by its
+    ``se_predict`` rule, one frame per noisy frame; any other speech-output model generates frames with
+    :func:`generate_speech` (``generate_kwargs`` go there).
+    """
+    if getattr(model, "se_decoder_input", "previous_target") != "source":
+        return generate_speech(model, wav, lengths, speaker_embeddings=speaker_embeddings, vocoder=vocoder,
+                               **generate_kwargs)
+    postnet = model.decoder_postnet
+    r, n_mels = postnet.reduction_factor, postnet.num_mel_bins
+    if lengths is None:
+        lengths = torch.full((wav.shape[0],), wav.shape[-1], device=wav.device)
+    extractor = SpeechT5LogMel(n_mels=n_mels).to(wav.device)
+    if source_mel is None:
+        source_mel, frame_lengths = extractor(wav.float(), lengths)
+    else:
+        frame_lengths = extractor.frame_lengths(lengths).clamp(max=source_mel.shape[1])
+    dtype = postnet.feat_out.weight.dtype
+    source = source_mel.to(dtype)
+    source = F.pad(source, (0, 0, 0, -source.shape[1] % r))
+    spk = None if speaker_embeddings is None else torch.as_tensor(speaker_embeddings, device=wav.device).to(dtype)
+    out = model(wav, lengths, source[:, r - 1 :: r], None, speaker_embeddings=spk).outputs
+    mel = se_estimate(out, source, model.se_predict).mel_after.float()
+    frame_lengths = frame_lengths.clamp(max=mel.shape[1])
+    mel = mel.masked_fill(torch.arange(mel.shape[1], device=mel.device)[None, :, None] >= frame_lengths[:, None, None],
+                          0.0)
+    result = SpeechGenerationOutput(mel, frame_lengths)
+    if vocoder is not None:
+        result.waveform = vocoder(mel)
+        result.waveform_lengths = frame_lengths * vocoder.samples_per_frame
+    return result
+

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from mmseq.errors import InputError
 from mmseq.generation import generate, generate_speech
+from mmseq.generation.speech import enhance_speech
 from mmseq.inference.precision import set_precision
 from mmseq.inference.inputs import is_batch, load_speaker_embeddings, load_waveform, pad_waveforms
 from mmseq.vocoders import GriffinLimVocoder
@@ -99,8 +100,10 @@ class _SpeechOutputPipeline(_Pipeline):
         dim = self.model.decoder_prenet.speaker_embedding_dim
         return load_speaker_embeddings(speaker_embeddings, dim, count, self.dtype, self.device)
 
+    generate = staticmethod(generate_speech)
+
     def _speak(self, x: Tensor, lengths: Tensor, spk: Tensor | None, **kwargs: Any) -> list[np.ndarray]:
-        out = generate_speech(self.model, x, lengths, speaker_embeddings=spk, **kwargs)
+        out = self.generate(self.model, x, lengths, speaker_embeddings=spk, **kwargs)
         wav = self.vocoder(out.mel.to(self.vocoder_dtype))
         step = self.vocoder.samples_per_frame
         return [wav[i, : int(n) * step].float().cpu().numpy() for i, n in enumerate(out.lengths)]
@@ -137,7 +140,11 @@ class TextToSpeechPipeline(_SpeechOutputPipeline):
 
 
 class SpeechToSpeechPipeline(_SpeechOutputPipeline):
-    """Audio in, ``(waveform, sampling_rate)`` out (voice conversion, speech enhancement)."""
+    """Audio in, ``(waveform, sampling_rate)`` out (voice conversion, speech enhancement). An enhancement model
+    whose decoder reads the noisy frames runs once on them and applies its ``se_predict`` rule
+    (:func:`~mmseq.generation.speech.enhance_speech`); other models generate frames autoregressively."""
+
+    generate = staticmethod(enhance_speech)
 
     def __call__(self, inputs: Any, sampling_rate: int | None = None, speaker_embeddings: Any = None,
                  batch_size: int = 8, **generate_kwargs: Any):

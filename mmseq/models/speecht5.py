@@ -36,6 +36,8 @@ from mmseq.registry import register_model
 TASKS = ("asr", "st", "tts", "vc", "se", "sid")
 SPEECH_INPUT = ("asr", "st", "vc", "se", "sid")
 SPEECH_OUTPUT = ("tts", "vc", "se")
+SE_PREDICT = ("target", "mask", "delta")
+SE_DECODER_INPUT = ("previous_target", "source")
 # Speech encoder pre-nets: the published checkpoints' waveform convolutions, or log-mel + Conv2d subsampling.
 SPEECH_FRONTENDS = ("waveform", "logmel")
 
@@ -83,11 +85,26 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
              speech_prenet_units: int = 256, speech_prenet_layers: int = 2, speech_prenet_dropout: float = 0.5,
              speaker_embedding_dim: int = 512, postnet_layers: int = 5, postnet_units: int = 256,
              postnet_kernel: int = 5, postnet_dropout: float = 0.5, ctc: bool = False,
-             num_classes: int = 1251, sid_pooling: str = "encoder",
-             gradient_checkpointing: bool = False) -> nn.Module:
-    """Compose a SpeechT5 model for ``task`` (one of asr, st, tts, vc, se, sid); defaults are SpeechT5-base."""
+             num_classes: int = 1251, sid_pooling: str = "encoder", se_predict: str = "target",
+             se_decoder_input: str = "previous_target", gradient_checkpointing: bool = False) -> nn.Module:
+    """Compose a SpeechT5 model for ``task`` (one of asr, st, tts, vc, se, sid); defaults are SpeechT5-base.
+
+    Enhancement models (``task="se"``) also say what their frames mean, which generation and the pipeline then
+    follow: ``se_predict`` -- the clean frames (``target``), a mask on the noisy frames' mel magnitudes (``mask``:
+    the estimate is ``noisy + log10(sigmoid(output))``) or a difference to them (``delta``); ``se_decoder_input``
+    -- the decoder reads its previous frames (``previous_target``, autoregressive) or the noisy frames themselves
+    (``source``: one pass; required by ``mask`` and ``delta``).
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if se_predict not in SE_PREDICT or se_decoder_input not in SE_DECODER_INPUT:
+        raise ValueError(f"se_predict must be one of {SE_PREDICT} and se_decoder_input one of {SE_DECODER_INPUT}, "
+                         f"got {se_predict!r} and {se_decoder_input!r}")
+    if (se_predict, se_decoder_input) != ("target", "previous_target") and task != "se":
+        raise ValueError(f"se_predict and se_decoder_input are for task 'se', not {task!r}")
+    if se_predict != "target" and se_decoder_input != "source":
+        raise ValueError(f"se_predict={se_predict!r} modifies the noisy frames the decoder reads, so it needs "
+                         "se_decoder_input='source'")
     enc_spec = LayerSpec(dim, encoder_heads, encoder_ffn_dim, dropout, attention_dropout, activation_dropout,
                          norm_first=norm_first, layer_norm_eps=layer_norm_eps)
     dec_spec = LayerSpec(dim, decoder_heads, decoder_ffn_dim, dropout, attention_dropout, activation_dropout,
@@ -137,6 +154,8 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
     ctc_head = CTCHead(dim, vocab_size) if ctc and task in ("asr", "st") else None
     model = EncoderDecoderModel(encoder_prenet, encoder, decoder_prenet, decoder, postnet, encoder_postnet=ctc_head)
     model.task = task
+    if task == "se":
+        model.se_predict, model.se_decoder_input = se_predict, se_decoder_input
     return model
 
 

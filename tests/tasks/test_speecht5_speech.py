@@ -14,12 +14,14 @@ import pytest
 import torch
 
 import mmseq
+from mmseq.data.features import SpeechT5LogMel
 from mmseq.errors import ConfigError, InputError
+from mmseq.generation.speech import enhance_speech, se_estimate
 from mmseq.nn.attention import MultiheadAttention
 from mmseq.postnets.speech import SpeechOutput
 from mmseq.tasks import build_task
-from mmseq.tasks.speecht5.speech import (SEConfig, SpeechOutputConfig, TTSConfig, guided_attention_loss,
-                                         guided_attention_weights, se_estimate, shift_right_reduced,
+from mmseq.tasks.speecht5.speech import (SEConfig, SpeechOutputConfig, guided_attention_loss,
+                                         guided_attention_weights, shift_right_reduced,
                                          spectrogram_losses, speech_output_loss)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speecht5"))
@@ -114,8 +116,31 @@ def test_se_mask_and_delta_estimates():
     torch.testing.assert_close(10 ** mask.mel_after, torch.sigmoid(raw.mel_after) * 10 ** noisy)
     torch.testing.assert_close(se_estimate(raw, noisy, "delta").mel_before, noisy + raw.mel_before)
     assert se_estimate(raw, noisy, "target") is raw
-    with pytest.raises(ConfigError, match="decoder_input=source"):
-        SEConfig(se_predict="mask")
+    with pytest.raises(ValueError, match="se_decoder_input='source'"):
+        mmseq.create_model("speecht5_se_tiny", se_predict="mask")
+    with pytest.raises(ValueError, match="for task 'se'"):
+        mmseq.create_model("speecht5_vc_tiny", se_decoder_input="source")
+
+
+def test_a_mask_model_enhances_in_one_pass_by_its_rule():
+    torch.manual_seed(0)
+    model = mmseq.create_model("speecht5_se_tiny", **SMALL, **FAST_CONV, se_predict="mask",
+                               se_decoder_input="source", speech_prenet_dropout=0.0).eval()  # always-on otherwise
+    g = torch.Generator().manual_seed(0)
+    wav, lengths = torch.randn(2, 6000, generator=g) * 0.3, torch.tensor([6000, 5000])
+    wav[1, 5000:] = 0
+    noisy, frames = SpeechT5LogMel(n_mels=SMALL["num_mel_bins"])(wav, lengths)
+    out = enhance_speech(model, wav, lengths)
+    assert out.lengths.tolist() == frames.tolist()  # one frame per noisy frame, no stop decision
+    # by hand: the decoder reads every r-th noisy frame, the estimate is the mask rule on the noisy frames
+    r = model.decoder_postnet.reduction_factor
+    padded = torch.nn.functional.pad(noisy, (0, 0, 0, -noisy.shape[1] % r))
+    with torch.no_grad():
+        raw = model(wav, lengths, padded[:, r - 1 :: r], None).outputs.mel_after
+    expected = padded[:, : raw.shape[1]] + torch.nn.functional.logsigmoid(raw) / math.log(10.0)
+    for i, n in enumerate(frames.tolist()):
+        torch.testing.assert_close(out.mel[i, :n], expected[i, :n])
+        assert out.mel[i, n:].abs().sum() == 0
 
 
 # --- attention probabilities of the first heads -----------------------------------------------------------------
@@ -223,13 +248,13 @@ def test_vc_with_labels_equals_transformers_speech_to_speech(tmp_path, no_hf_pre
 # --- gradients --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind, extra", [("tts", {}), ("vc", {}), ("se", {"se_predict": "delta",
-                                                                          "decoder_input": "source"})])
+                                                                          "se_decoder_input": "source"})])
 def test_every_trained_parameter_gets_a_gradient(kind, extra):
     torch.manual_seed(0)
     args = dict(SMALL, encoder_layerdrop=0.0, decoder_layerdrop=0.0)
     if kind != "tts":
         args.update(FAST_CONV)
-    model = mmseq.create_model(f"speecht5_{kind}_tiny", **args).train()
+    model = mmseq.create_model(f"speecht5_{kind}_tiny", **args, **extra).train()
     g = torch.Generator().manual_seed(0)
     mel, lengths = _mel_batch()
     if kind == "tts":
@@ -239,9 +264,8 @@ def test_every_trained_parameter_gets_a_gradient(kind, extra):
         src[1, 5000:] = 0
     batch = {"src": src, "src_lengths": src_lengths, "mel": mel, "mel_lengths": lengths,
              "xvector": torch.randn(2, 8, generator=g), "source_mel": mel + 0.1}
-    cfg = (SEConfig(**SMALL, **extra) if kind == "se" else SpeechOutputConfig(**SMALL, guided_attention_weight=1.0))
-    loss, _ = speech_output_loss(model, batch, cfg, getattr(cfg, "se_predict", "target"),
-                                 getattr(cfg, "decoder_input", "") == "source")
+    cfg = SEConfig(**SMALL) if kind == "se" else SpeechOutputConfig(**SMALL, guided_attention_weight=1.0)
+    loss, _ = speech_output_loss(model, batch, cfg)
     loss.backward()
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]

@@ -17,14 +17,15 @@ fairseq's ``TexttoSpeechLoss``):
   uses 10; fairseq's criterion effectively 1). Only those heads are computed explicitly (``attention_heads`` of
   :meth:`~mmseq.models.compose.EncoderDecoderModel.forward`); the others keep the SDPA kernel.
 
-SE can predict the clean frames themselves (``se_predict: target``), a mask on the noisy frames' mel magnitudes
-(``mask``: ``estimate = noisy + log10(sigmoid(output))``, the log form of ``sigmoid(output) * noisy`` in the
-magnitude domain, which is what the official code's ``sigmoid(output) * source`` amounts to on magnitudes), or a
-difference (``delta``: ``estimate = noisy + output``); and the decoder reads the previous clean frames
-(``decoder_input: previous_target``) or the noisy frames themselves (``source``: no autoregression, one pass), the
-two choices of the official ``--se-predict`` / ``--se-decoder-input``. Mask and delta need the source as the
-decoder input (the frame they modify must be there when the frame is predicted); such a model enhances with
-:func:`enhance`, not with autoregressive generation.
+An SE model says what its frames mean (model arguments, so checkpoints and the pipeline keep them): the clean
+frames themselves (``se_predict: target``), a mask on the noisy frames' mel magnitudes (``mask``: ``estimate = noisy
++ log10(sigmoid(output))``, the log form of ``sigmoid(output) * noisy`` in the magnitude domain, which is what the
+official code's ``sigmoid(output) * source`` amounts to on magnitudes), or a difference (``delta``: ``estimate =
+noisy + output``); and its decoder reads the previous clean frames (``se_decoder_input: previous_target``) or the
+noisy frames themselves (``source``: no autoregression, one pass), the two choices of the official
+``--se-predict`` / ``--se-decoder-input``. Mask and delta need the source as the decoder input (the frame they
+modify must be there when the frame is predicted); such a model enhances with
+:func:`mmseq.generation.speech.enhance_speech`, not with autoregressive generation.
 
 Speaker x-vectors come from each manifest line's ``extra.xvector`` (a ``.npy`` path relative to the manifest's
 folder, written by ``mmseq data embed-speakers``); VC takes the target speaker's (``extra.target_xvector``, else the
@@ -61,9 +62,11 @@ from mmseq.data.samplers import LengthBucketBatches
 from mmseq.data.tokenizers import SpeechT5CharTokenizer
 from mmseq.errors import ConfigError, InputError
 from mmseq.generation import generate_speech
+from mmseq.generation.speech import enhance_speech, se_estimate
 from mmseq.metrics import mel_cepstral_distortion, pesq_wb, si_sdr, stoi
 from mmseq.postnets.speech import SpeechOutput
 from mmseq.tasks.base import Callback, RunContext, Task, register_task
+from mmseq.tasks.speecht5.data import bind_tokenizer
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 256  # SpeechT5LogMel's
@@ -125,19 +128,6 @@ class SEConfig(SpeechOutputConfig):
     train_manifest: str = "se/train.jsonl"
     val_manifest: str = "se/dev.jsonl"
     test_manifest: str = "se/test.jsonl"
-    se_predict: str = "target"  # target | mask | delta
-    decoder_input: str = "previous_target"  # previous_target | source
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.se_predict not in ("target", "mask", "delta"):
-            raise ConfigError(f"task_args.se_predict must be target, mask or delta, got {self.se_predict!r}")
-        if self.decoder_input not in ("previous_target", "source"):
-            raise ConfigError("task_args.decoder_input must be previous_target or source, got "
-                              f"{self.decoder_input!r}")
-        if self.se_predict != "target" and self.decoder_input != "source":
-            raise ConfigError(f"task_args.se_predict={self.se_predict} modifies the noisy frame being predicted, "
-                              "so it needs task_args.decoder_input=source")
 
 
 # --- losses -----------------------------------------------------------------------------------------------------
@@ -213,18 +203,6 @@ def guided_attention_loss(attentions: list[Tensor], input_lengths: Tensor, outpu
     return total / (valid.sum() * attn.shape[1]).clamp(min=1)
 
 
-def se_estimate(raw: SpeechOutput, source: Tensor | None, se_predict: str) -> SpeechOutput:
-    """The frames an SE model estimates from its raw outputs and the noisy frames ``source [B, T, M]``."""
-    if se_predict == "target":
-        return raw
-    t = raw.mel_before.shape[1]
-    src = source[:, :t]
-    if se_predict == "mask":  # log10(sigmoid(x) * 10^noisy) = noisy + logsigmoid(x) / ln 10
-        return SpeechOutput(src + F.logsigmoid(raw.mel_before) / math.log(10.0),
-                            src + F.logsigmoid(raw.mel_after) / math.log(10.0), raw.stop_logits)
-    return SpeechOutput(src + raw.mel_before, src + raw.mel_after, raw.stop_logits)
-
-
 def _core(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DDP wraps the model
 
@@ -263,10 +241,17 @@ def _fit(frames: Tensor, length: int) -> Tensor:
     return F.pad(frames, (0, 0, 0, length - frames.shape[1]))
 
 
-def speech_output_loss(model: nn.Module, batch: dict[str, Tensor], cfg: SpeechOutputConfig,
-                       se_predict: str = "target", from_source: bool = False) -> tuple[Tensor, dict[str, float]]:
+def se_mode(model: nn.Module) -> tuple[str, bool]:
+    """An SE model's ``(se_predict, decoder reads the source)``; ``("target", False)`` for any other model."""
+    core = _core(model)
+    return getattr(core, "se_predict", "target"), getattr(core, "se_decoder_input", "previous_target") == "source"
+
+
+def speech_output_loss(model: nn.Module, batch: dict[str, Tensor],
+                       cfg: SpeechOutputConfig) -> tuple[Tensor, dict[str, float]]:
     """SpeechT5's speech-output loss of a collated batch (see the module notes) and its parts."""
     r = check_model(model, cfg)
+    se_predict, from_source = se_mode(model)
     target, dec_in = decoder_inputs(batch, r, from_source)
     guided = cfg.guided_attention_weight > 0
     # The decoder gets no padding mask (as transformers): padded steps come after every valid one, so causal
@@ -432,19 +417,6 @@ def tts_tokenizer(cfg: TTSConfig, texts: list[str]) -> SpeechT5CharTokenizer:
     return SpeechT5CharTokenizer.from_dir(folder)
 
 
-def attach_tokenizer(model: nn.Module, tokenizer: SpeechT5CharTokenizer) -> None:
-    """Give the model the task's tokenizer (checkpoints then save it, so ``mmseq.pipeline('tts', RUN/best)``
-    reads text), after checking that the vocabularies agree."""
-    core = _core(model)
-    if getattr(core, "tokenizer", None) is tokenizer:
-        return
-    embed = core.encoder_prenet.embed_tokens
-    if embed.num_embeddings != len(tokenizer):
-        raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's text embedding "
-                          f"{embed.num_embeddings}; set model_args.vocab_size={len(tokenizer)}")
-    core.tokenizer = tokenizer
-
-
 def _split(name: str, cfg: SpeechOutputConfig, kind: str, tokenizer: SpeechT5CharTokenizer | None,
            training: bool) -> SpeechOutputDataset:
     path = manifest_path(cfg.corpus, name)
@@ -464,7 +436,7 @@ def _split(name: str, cfg: SpeechOutputConfig, kind: str, tokenizer: SpeechT5Cha
         sources = [u.audio for u in utts]
         mels = log_mel(utts, path, cfg.num_mel_bins, field="target_audio")
     source_mels = None
-    if kind == "se" and (cfg.se_predict != "target" or cfg.decoder_input == "source"):
+    if kind == "se":  # the noisy frames, for models whose decoder reads them
         source_mels = log_mel(utts, path, cfg.num_mel_bins)
     vectors = speaker_vectors(utts, path, cfg, target_speaker=kind == "vc")
     return SpeechOutputDataset(utts, sources, mels, vectors, source_mels, waveform_source=kind != "tts")
@@ -480,23 +452,6 @@ def load_vocoder(cfg: SpeechOutputConfig) -> nn.Module:
     from mmseq.checkpoint import load
 
     return load(cfg.vocoder)
-
-
-@torch.no_grad()
-def enhance(model: nn.Module, batch: dict[str, Tensor], cfg: SEConfig) -> tuple[Tensor, Tensor]:
-    """SE estimates ``(mel [B, T, M], lengths [B])`` of a collated batch: one teacher-forced pass on the noisy
-    frames when the decoder reads the source, else autoregressive generation (``se_predict: target``)."""
-    if cfg.decoder_input != "source":
-        out = generate_speech(model, batch["src"], batch["src_lengths"], speaker_embeddings=batch["xvector"],
-                              max_len_ratio=cfg.max_len_ratio)
-        return out.mel, out.lengths
-    r = _core(model).decoder_postnet.reduction_factor
-    source = pad_to_multiple(batch["source_mel"], r)
-    out = model(batch["src"], batch["src_lengths"], source[:, r - 1 :: r], None,
-                speaker_embeddings=batch["xvector"]).outputs
-    est = se_estimate(out, source, cfg.se_predict).mel_after
-    lengths = (1 + batch["src_lengths"] // HOP_LENGTH).clamp(max=est.shape[1])  # the noisy input's frames
-    return est, lengths
 
 
 def _measured(metric, *args) -> float | None:
@@ -532,7 +487,9 @@ class SpeechEvaluation:
         model.eval()
         try:
             if self.kind == "se":
-                mel, lengths = enhance(model, batch, self.cfg)
+                out = enhance_speech(model, batch["src"], batch["src_lengths"], source_mel=batch["source_mel"],
+                                     speaker_embeddings=batch["xvector"], max_len_ratio=self.cfg.max_len_ratio)
+                mel, lengths = out.mel, out.lengths
             else:
                 out = generate_speech(model, batch["src"], batch["src_lengths"], speaker_embeddings=batch["xvector"],
                                       max_len_ratio=self.cfg.max_len_ratio)
@@ -643,10 +600,8 @@ class SpeechOutputPictures(Callback):
     (cross-attention of every decoder layer, averaged over heads, teacher-forced), ``mel_<i>.png`` (target, before
     and after the post-net teacher-forced, and generated), and ``samples/<id>_{generated,reference}.wav``."""
 
-    def __init__(self, evaluation: SpeechEvaluation, dataset: SpeechOutputDataset | None, cfg: SpeechOutputConfig,
-                 se_predict: str = "target", from_source: bool = False):
+    def __init__(self, evaluation: SpeechEvaluation, dataset: SpeechOutputDataset | None, cfg: SpeechOutputConfig):
         self.evaluation, self.dataset, self.cfg = evaluation, dataset, cfg
-        self.se_predict, self.from_source = se_predict, from_source
 
     def on_train_end(self, run: RunContext, summary: dict[str, Any]) -> None:
         if self.dataset is None or self.cfg.samples <= 0:
@@ -659,11 +614,12 @@ class SpeechOutputPictures(Callback):
         model.eval()
         with torch.no_grad():
             r = check_model(model, self.cfg)
-            target, dec_in = decoder_inputs(batch, r, self.from_source)
+            se_predict, from_source = se_mode(model)
+            target, dec_in = decoder_inputs(batch, r, from_source)
             out = model(batch["src"], batch["src_lengths"], dec_in, None, output_attentions=True,
                         speaker_embeddings=batch["xvector"])
-            source = None if self.se_predict == "target" else _fit(batch["source_mel"], target.shape[1])
-            pred = se_estimate(out.outputs, source, self.se_predict)
+            source = None if se_predict == "target" else _fit(batch["source_mel"], target.shape[1])
+            pred = se_estimate(out.outputs, source, se_predict)
             mel, lengths, wavs = self.evaluation.synthesise(model, items)
         samples = run.out_dir / "samples"
         samples.mkdir(parents=True, exist_ok=True)
@@ -693,13 +649,9 @@ def _speech_task(cfg: SpeechOutputConfig, kind: str) -> Task:
     splits = {"train": _split(cfg.train_manifest, cfg, kind, tokenizer, training=True),
               "val": _split(cfg.val_manifest, cfg, kind, tokenizer, training=False),
               "test": _split(cfg.test_manifest, cfg, kind, tokenizer, training=False)}
-    se_predict = getattr(cfg, "se_predict", "target")
-    from_source = getattr(cfg, "decoder_input", "previous_target") == "source"
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        if tokenizer is not None:
-            attach_tokenizer(model, tokenizer)
-        return speech_output_loss(model, batch, cfg, se_predict, from_source)
+        return speech_output_loss(model, batch, cfg)
 
     evaluation = SpeechEvaluation(splits, cfg, kind)
     info = {"train_utterances": len(splits["train"]), "speaker_embedding": cfg.speaker_embedding}
@@ -708,7 +660,8 @@ def _speech_task(cfg: SpeechOutputConfig, kind: str) -> Task:
     return Task(splits["train"], splits["val"], make_collate(_pad_value(kind)), loss, test_set=splits["test"],
                 train_plan=length_plan(splits["train"].frames), batch_size_of=lambda b: len(b["key"]),
                 evaluate=evaluation if cfg.eval_utterances > 0 else None,
-                callbacks=[SpeechOutputPictures(evaluation, splits["val"], cfg, se_predict, from_source)], info=info)
+                callbacks=[SpeechOutputPictures(evaluation, splits["val"], cfg)], info=info,
+                prepare_model=None if tokenizer is None else lambda model: bind_tokenizer(model, tokenizer))
 
 
 @register_task(config=TTSConfig)
