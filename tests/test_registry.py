@@ -14,7 +14,9 @@ TINY_OVERRIDES: dict[str, dict] = {}
 # Layers skipped at random while training (layerdrop) get no gradient in that step by design: switched off here,
 # so that every parameter must be used.
 NO_LAYERDROP = ("layerdrop", "encoder_layerdrop", "decoder_layerdrop")
-SKIP_PATTERNS = ("*_base", "*_large")  # full-size variants are covered by their tiny siblings
+# full-size variants are covered by their tiny siblings (deeplabv3_resnet50 is torchvision's model)
+SKIP_PATTERNS = ("*_base", "*_large", "adapnet_pp", "adapnet_pp_early_fusion", "adapnet_pp_late_fusion", "ssma",
+                 "deeplabv3_resnet50")
 
 
 def _outputs(out):
