@@ -1,0 +1,138 @@
+"""mmseq's point operations against the pure-PyTorch versions most point-cloud projects copy.
+
+The peers are written here from the description of yanx27/Pointnet_Pointnet2_pytorch's ``pointnet2_utils``:
+``farthest_point_sample`` (one loop step per pick: gather the pick, squared distance of every point to it by
+``sum((xyz - centroid) ** 2, -1)``, boolean-mask update of the running distance, ``max``), ``square_distance``
+(``-2 a.b^T + |a|^2 + |b|^2`` over the whole matrix) with a full ``sort`` for kNN, ``index_points`` for grouping,
+and a Chamfer distance that takes the minima of the full ``square_distance`` matrix both ways. Both sides get the
+same inputs; FPS starts at point 0 on both sides, and the picks, neighbours and losses are checked to agree.
+
+Sizes are points per cloud; FPS picks 512 centres, kNN and grouping take 16 neighbours of 512 centres (I2P-MAE's
+first scale), Chamfer compares two clouds of the same size, forward and backward. Peak memory is the largest
+amount of tensor memory held at once during one call beyond its inputs, from the torch profiler's record of
+allocations and frees on the CPU.
+
+    python bench/points.py [--sizes 1024 4096 8192] [--batch 8] [--chamfer-batch 4] [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+from timing import machine_line, median_times
+
+from mmseq.nn.points import chamfer_distance_l2, farthest_point_sample, group_points, knn
+
+
+def ref_farthest_point_sample(xyz: torch.Tensor, npoint: int) -> torch.Tensor:
+    b, n, _ = xyz.shape
+    centroids = torch.zeros(b, npoint, dtype=torch.long)
+    distance = torch.ones(b, n) * 1e10
+    farthest = torch.zeros(b, dtype=torch.long)  # the original draws a random start; point 0 here, as mmseq
+    batch_indices = torch.arange(b)
+    for i in range(npoint):
+        centroids[:, i] = farthest
+        centroid = xyz[batch_indices, farthest, :].view(b, 1, 3)
+        dist = torch.sum((xyz - centroid) ** 2, -1)
+        mask = dist < distance
+        distance[mask] = dist[mask]
+        farthest = torch.max(distance, -1)[1]
+    return centroids
+
+
+def ref_square_distance(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    dist = -2 * torch.matmul(src, dst.permute(0, 2, 1))
+    dist += torch.sum(src**2, -1).unsqueeze(-1)
+    dist += torch.sum(dst**2, -1).unsqueeze(1)
+    return dist
+
+
+def ref_index_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    batch = torch.arange(points.shape[0]).view(-1, *([1] * (idx.dim() - 1))).expand_as(idx)
+    return points[batch, idx, :]
+
+
+def ref_knn(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    return ref_square_distance(query, points).sort(dim=-1)[1][..., :k]
+
+
+def ref_group(xyz: torch.Tensor, num_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    centres = ref_index_points(xyz, ref_farthest_point_sample(xyz, num_groups))
+    idx = ref_knn(centres, xyz, group_size)
+    return ref_index_points(xyz, idx) - centres.unsqueeze(2), centres
+
+
+def ref_chamfer_l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dist = ref_square_distance(a, b)
+    return dist.min(dim=2)[0].mean() + dist.min(dim=1)[0].mean()
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    """Largest tensor memory (bytes) held at once during ``fn()`` beyond what was held before it."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    held = peak = 0
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    for event in events:
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak
+
+
+def chamfer_step(loss: Callable, a: torch.Tensor, b: torch.Tensor) -> Callable[[], object]:
+    def step():
+        a.grad = b.grad = None
+        value = loss(a, b)
+        value.backward()
+        return value
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--chamfer-batch", type=int, default=4)
+    parser.add_argument("--centres", type=int, default=512)
+    parser.add_argument("--neighbours", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine_line())
+    print(f"batch {args.batch} (Chamfer {args.chamfer_batch}), {args.centres} centres, {args.neighbours} neighbours, "
+          f"median of {args.repeats}\n")
+    print("| op | points | peer ms | mmseq ms | speed-up | peer peak MiB | mmseq peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    g, k = args.centres, args.neighbours
+    for n in args.sizes:
+        gen = torch.Generator().manual_seed(n)
+        xyz = torch.rand(args.batch, n, 3, generator=gen)
+        centres = xyz[:, :g].contiguous()
+        a = torch.rand(args.chamfer_batch, n, 3, generator=gen, requires_grad=True)
+        b = torch.rand(args.chamfer_batch, n, 3, generator=gen, requires_grad=True)
+
+        assert torch.equal(ref_farthest_point_sample(xyz, g), farthest_point_sample(xyz, g))
+        ours_knn = knn(centres, xyz, k)[1]
+        assert (ref_knn(centres, xyz, k) == ours_knn).float().mean() > 0.999  # near ties may swap
+        ours_groups = group_points(xyz, g, k)
+        assert torch.allclose(ref_group(xyz, g, k)[1], ours_groups.centres)
+        torch.testing.assert_close(ref_chamfer_l2(a, b), chamfer_distance_l2(a, b), rtol=1e-4, atol=1e-7)
+
+        cases = {
+            "FPS": (lambda: ref_farthest_point_sample(xyz, g), lambda: farthest_point_sample(xyz, g)),
+            "kNN": (lambda: ref_knn(centres, xyz, k), lambda: knn(centres, xyz, k)),
+            "grouping": (lambda: ref_group(xyz, g, k), lambda: group_points(xyz, g, k)),
+            "Chamfer L2 fwd+bwd": (chamfer_step(ref_chamfer_l2, a, b), chamfer_step(chamfer_distance_l2, a, b)),
+        }
+        for name, (peer, ours) in cases.items():
+            peer_s, ours_s = median_times([peer, ours], args.repeats)
+            peer_mem, ours_mem = peak_memory(peer), peak_memory(ours)
+            print(f"| {name} | {n} | {peer_s * 1e3:.1f} | {ours_s * 1e3:.1f} | {peer_s / ours_s:.1f}x | "
+                  f"{peer_mem / 2**20:.1f} | {ours_mem / 2**20:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
