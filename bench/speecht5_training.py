@@ -1,7 +1,11 @@
 """SpeechT5 training steps against transformers: ASR, TTS and VC at base size, batch 8, the same weights.
 
-One training step here is the forward pass, the task's loss and the backward pass, with dropout on (train mode)
-on both sides; the optimizer step (the same AdamW over the same parameters on both sides) is left out. Each side
+One training step here is what the training loop runs before its optimizer step: gradients set to None
+(``zero_grad(set_to_none=True)``, so backward writes them instead of adding to the last step's), the forward pass,
+the task's loss and the backward pass, with dropout on (train mode) on both sides; the optimizer step (the same
+AdamW over the same parameters on both sides) is left out. LayerDrop is off on both sides (SpeechT5-base skips each
+layer with probability 0.1 while training): each side draws its own skips, so with it on a step's work differs
+between the two sides by whole layers at random, more than the difference being measured. Each side
 computes the loss the way its own code does:
 
 * ASR: transformers' `SpeechT5ForSpeechToText(labels=...)` cross-entropy; mmseq's `speech_to_text_loss` with the
@@ -50,15 +54,17 @@ def main() -> None:
     print("|---|---:|---:|---:|---|")
     tmp = Path(tempfile.mkdtemp())
     g = torch.Generator().manual_seed(0)
-    config = SpeechT5Config()  # base; guided attention on (2 heads, sigma 0.4, scale 10)
+    # base; guided attention on (2 heads, sigma 0.4, scale 10); no LayerDrop (see the module notes)
+    config = SpeechT5Config(encoder_layerdrop=0.0, decoder_layerdrop=0.0)
     wav = torch.randn(BATCH, 16000 * SECONDS, generator=g) * 0.1
     wav_lengths = torch.full((BATCH,), wav.shape[1])
     mel = torch.randn(BATCH, FRAMES, config.num_mel_bins, generator=g) - 4.0
     mel_lengths = torch.full((BATCH,), FRAMES)
     spk = torch.nn.functional.normalize(torch.randn(BATCH, config.speaker_embedding_dim, generator=g), dim=-1)
 
-    def step(loss_fn):
+    def step(model, loss_fn):
         def run():
+            model.zero_grad(set_to_none=True)
             loss = loss_fn()
             loss.backward()
             return loss.item()
@@ -67,10 +73,8 @@ def main() -> None:
     def compare(name, hf_model, ours, hf_loss, ours_loss):
         hf_model.train()
         ours.train()
-        hf_run, ours_run = step(hf_loss), step(ours_loss)
+        hf_run, ours_run = step(hf_model, hf_loss), step(ours, ours_loss)
         hf_s, ours_s = median_times([hf_run, ours_run], args.repeats)
-        hf_model.zero_grad(set_to_none=True)
-        ours.zero_grad(set_to_none=True)
         losses = f"{hf_run():.3f} / {ours_run():.3f}"
         print(f"| {name} | {hf_s:.2f} | {ours_s:.2f} | {hf_s / ours_s:.2f}x | {losses} |", flush=True)
 
@@ -113,7 +117,7 @@ def main() -> None:
         hf = SpeechT5ForSpeechToSpeech(config)
         hf.save_pretrained(tmp / "vc")
         ours = mmseq.load(tmp / "vc")
-        hf_config = SpeechT5Config(use_guided_attention_loss=False)
+        hf_config = SpeechT5Config(use_guided_attention_loss=False, encoder_layerdrop=0.0, decoder_layerdrop=0.0)
         criterion = SpeechT5SpectrogramLoss(hf_config)
         from transformers.models.speecht5.modeling_speecht5 import shift_spectrograms_right
 
