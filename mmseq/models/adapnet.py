@@ -41,9 +41,11 @@ channels) and their reduced-width ``*_tiny`` siblings of the same structure for 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -390,56 +392,42 @@ class AdapNetPP(SegmentationModel):
         return self.decoder(self.expert(x))
 
 
-def adapnet_pp_model(inputs: Sequence[str], depth_channels: int, num_classes: int, stem_width: int,
-                     widths: Sequence[int], rates: str, dropout: float, easpp_channels: int,
-                     easpp_branch_channels: int, skip_channels: int, decoder_channels: int,
-                     aux: bool) -> AdapNetPP:
+# The reduced width of the ``*_tiny`` variants (same units, rates and heads); the builders' defaults are the paper's.
+TINY_WIDTH = dict(stem_width=16, widths=(64, 128, 256, 512), easpp_channels=64, easpp_branch_channels=16,
+                  skip_channels=8, decoder_channels=64)
+
+
+def register_variant(build: Callable[..., nn.Module], name: str, doc: str, **defaults: Any) -> None:
+    """Register ``build`` under ``name`` with other defaults; the builder's signature shows them, so the registry
+    checks and records overrides against it as for a written-out builder."""
+
+    def builder(**overrides: Any) -> nn.Module:
+        return build(**{**defaults, **overrides})
+
+    sig = inspect.signature(build)
+    builder.__name__, builder.__doc__ = name, doc
+    builder.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(default=defaults.get(p.name, p.default)) for p in sig.parameters.values()])
+    register_model(builder)
+
+
+def adapnet_pp_model(inputs: Sequence[str] = ("rgb",), depth_channels: int = 1, num_classes: int = 12,
+                     stem_width: int = 64, widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper",
+                     dropout: float = 0.7, easpp_channels: int = 256, easpp_branch_channels: int = 64,
+                     skip_channels: int = 24, decoder_channels: int = 256, aux: bool = True) -> AdapNetPP:
     return AdapNetPP(inputs, depth_channels, num_classes, stem_width, tuple(widths), rates, dropout, easpp_channels,
                      easpp_branch_channels, skip_channels, decoder_channels, aux)
 
 
-@register_model
-def adapnet_pp(inputs: Sequence[str] = ("rgb",), depth_channels: int = 1, num_classes: int = 12,
-               stem_width: int = 64, widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper",
-               dropout: float = 0.7, easpp_channels: int = 256, easpp_branch_channels: int = 64,
-               skip_channels: int = 24, decoder_channels: int = 256, aux: bool = True) -> AdapNetPP:
-    """AdapNet++ at the paper's size on one modality (``inputs=("depth",)`` for depth alone); 12 classes are
-    Cityscapes' void + 11."""
-    return adapnet_pp_model(inputs, depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                            easpp_branch_channels, skip_channels, decoder_channels, aux)
-
-
-@register_model
-def adapnet_pp_tiny(inputs: Sequence[str] = ("rgb",), depth_channels: int = 1, num_classes: int = 12,
-                    stem_width: int = 16, widths: Sequence[int] = (64, 128, 256, 512), rates: str = "paper",
-                    dropout: float = 0.7, easpp_channels: int = 64, easpp_branch_channels: int = 16,
-                    skip_channels: int = 8, decoder_channels: int = 64, aux: bool = True) -> AdapNetPP:
-    """AdapNet++ at a quarter of the width (same units, rates and heads) for CPU runs."""
-    return adapnet_pp_model(inputs, depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                            easpp_branch_channels, skip_channels, decoder_channels, aux)
-
-
-@register_model
-def adapnet_pp_early_fusion(inputs: Sequence[str] = ("rgb", "depth"), depth_channels: int = 1,
-                            num_classes: int = 12, stem_width: int = 64,
-                            widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper",
-                            dropout: float = 0.7, easpp_channels: int = 256, easpp_branch_channels: int = 64,
-                            skip_channels: int = 24, decoder_channels: int = 256, aux: bool = True) -> AdapNetPP:
-    """Early-fusion baseline: one AdapNet++ on RGB and depth concatenated (4 channels)."""
-    return adapnet_pp_model(inputs, depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                            easpp_branch_channels, skip_channels, decoder_channels, aux)
-
-
-@register_model
-def adapnet_pp_early_fusion_tiny(inputs: Sequence[str] = ("rgb", "depth"), depth_channels: int = 1,
-                                 num_classes: int = 12, stem_width: int = 16,
-                                 widths: Sequence[int] = (64, 128, 256, 512), rates: str = "paper",
-                                 dropout: float = 0.7, easpp_channels: int = 64, easpp_branch_channels: int = 16,
-                                 skip_channels: int = 8, decoder_channels: int = 64,
-                                 aux: bool = True) -> AdapNetPP:
-    """The early-fusion baseline at ``adapnet_pp_tiny``'s width."""
-    return adapnet_pp_model(inputs, depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                            easpp_branch_channels, skip_channels, decoder_channels, aux)
+register_variant(adapnet_pp_model, "adapnet_pp", "AdapNet++ at the paper's size on one modality "
+                 "(``inputs=(\"depth\",)`` for depth alone); 12 classes are Cityscapes' void + 11.")
+register_variant(adapnet_pp_model, "adapnet_pp_tiny",
+                 "AdapNet++ at a quarter of the width (same units, rates and heads) for CPU runs.", **TINY_WIDTH)
+register_variant(adapnet_pp_model, "adapnet_pp_early_fusion",
+                 "Early-fusion baseline: one AdapNet++ on RGB and depth concatenated (4 channels).",
+                 inputs=("rgb", "depth"))
+register_variant(adapnet_pp_model, "adapnet_pp_early_fusion_tiny",
+                 "The early-fusion baseline at ``adapnet_pp_tiny``'s width.", inputs=("rgb", "depth"), **TINY_WIDTH)
 
 
 # --- reference baseline ------------------------------------------------------------------------------------------

@@ -22,9 +22,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from mmseq.models.adapnet import (AUX_WEIGHTS, AdapNetDecoder, AdapNetExpert, AdapNetPP, ExpertFeatures,
-                                  SegmentationModel, SegmentationOutput, check_inputs, conv_bn)
-from mmseq.registry import register_model
+from mmseq.models.adapnet import (AUX_WEIGHTS, TINY_WIDTH, AdapNetDecoder, AdapNetExpert, AdapNetPP, ExpertFeatures,
+                                  SegmentationModel, SegmentationOutput, check_inputs, conv_bn, register_variant)
 
 CONTEXT_REDUCTION = 16  # eta of the block after the eASPP
 SKIP_REDUCTION = 6  # eta of the two skip blocks
@@ -112,57 +111,25 @@ class LateFusion(SegmentationModel):
         return SegmentationOutput((a.logits + b.logits) / 2, tuple((x + y) / 2 for x, y in zip(a.aux, b.aux)))
 
 
-def ssma_model(depth_channels: int, num_classes: int, stem_width: int, widths: Sequence[int], rates: str,
-               dropout: float, easpp_channels: int, easpp_branch_channels: int, skip_channels: int,
-               decoder_channels: int, aux: bool) -> SSMAModel:
+def ssma_model(depth_channels: int = 1, num_classes: int = 12, stem_width: int = 64,
+               widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper", dropout: float = 0.7,
+               easpp_channels: int = 256, easpp_branch_channels: int = 64, skip_channels: int = 24,
+               decoder_channels: int = 256, aux: bool = True) -> SSMAModel:
     return SSMAModel(depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
                      easpp_branch_channels, skip_channels, decoder_channels, aux)
 
 
-def late_fusion_model(depth_channels: int, num_classes: int, stem_width: int, widths: Sequence[int], rates: str,
-                      dropout: float, easpp_channels: int, easpp_branch_channels: int, skip_channels: int,
-                      decoder_channels: int, aux: bool) -> LateFusion:
+def late_fusion_model(depth_channels: int = 1, num_classes: int = 12, stem_width: int = 64,
+                      widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper", dropout: float = 0.7,
+                      easpp_channels: int = 256, easpp_branch_channels: int = 64, skip_channels: int = 24,
+                      decoder_channels: int = 256, aux: bool = True) -> LateFusion:
     sizes = (depth_channels, num_classes, stem_width, tuple(widths), rates, dropout, easpp_channels,
              easpp_branch_channels, skip_channels, decoder_channels, aux)
     return LateFusion(AdapNetPP(("rgb",), *sizes), AdapNetPP(("depth",), *sizes))
 
 
-@register_model
-def ssma(depth_channels: int = 1, num_classes: int = 12, stem_width: int = 64,
-         widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper", dropout: float = 0.7,
-         easpp_channels: int = 256, easpp_branch_channels: int = 64, skip_channels: int = 24,
-         decoder_channels: int = 256, aux: bool = True) -> SSMAModel:
-    """AdapNet++ with SSMA fusion of RGB and depth at the paper's size."""
-    return ssma_model(depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                      easpp_branch_channels, skip_channels, decoder_channels, aux)
-
-
-@register_model
-def ssma_tiny(depth_channels: int = 1, num_classes: int = 12, stem_width: int = 16,
-              widths: Sequence[int] = (64, 128, 256, 512), rates: str = "paper", dropout: float = 0.7,
-              easpp_channels: int = 64, easpp_branch_channels: int = 16, skip_channels: int = 8,
-              decoder_channels: int = 64, aux: bool = True) -> SSMAModel:
-    """SSMA at ``adapnet_pp_tiny``'s width for CPU runs."""
-    return ssma_model(depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                      easpp_branch_channels, skip_channels, decoder_channels, aux)
-
-
-@register_model
-def adapnet_pp_late_fusion(depth_channels: int = 1, num_classes: int = 12, stem_width: int = 64,
-                           widths: Sequence[int] = (256, 512, 1024, 2048), rates: str = "paper",
-                           dropout: float = 0.7, easpp_channels: int = 256, easpp_branch_channels: int = 64,
-                           skip_channels: int = 24, decoder_channels: int = 256, aux: bool = True) -> LateFusion:
-    """Late-fusion baseline at the paper's size."""
-    return late_fusion_model(depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                             easpp_branch_channels, skip_channels, decoder_channels, aux)
-
-
-@register_model
-def adapnet_pp_late_fusion_tiny(depth_channels: int = 1, num_classes: int = 12, stem_width: int = 16,
-                                widths: Sequence[int] = (64, 128, 256, 512), rates: str = "paper",
-                                dropout: float = 0.7, easpp_channels: int = 64, easpp_branch_channels: int = 16,
-                                skip_channels: int = 8, decoder_channels: int = 64,
-                                aux: bool = True) -> LateFusion:
-    """Late-fusion baseline at ``adapnet_pp_tiny``'s width."""
-    return late_fusion_model(depth_channels, num_classes, stem_width, widths, rates, dropout, easpp_channels,
-                             easpp_branch_channels, skip_channels, decoder_channels, aux)
+register_variant(ssma_model, "ssma", "AdapNet++ with SSMA fusion of RGB and depth at the paper's size.")
+register_variant(ssma_model, "ssma_tiny", "SSMA at ``adapnet_pp_tiny``'s width for CPU runs.", **TINY_WIDTH)
+register_variant(late_fusion_model, "adapnet_pp_late_fusion", "Late-fusion baseline at the paper's size.")
+register_variant(late_fusion_model, "adapnet_pp_late_fusion_tiny",
+                 "Late-fusion baseline at ``adapnet_pp_tiny``'s width.", **TINY_WIDTH)

@@ -110,13 +110,6 @@ class KVCache:
         self.derived = None
 
 
-# While gradients flow (training), self-attention projects q, k and v with one product of the three weights
-# stacked, and cross-attention k and v likewise: one [N, D] x [D, 3D] product and its backward take less time on a
-# CPU than three of D outputs (SpeechT5-base TTS training step, batch 8, 2 AVX2 threads: 6.32 -> 6.03 s). Decoding
-# with a cache and inference keep the separate products (their own fast paths). False: separate products always.
-STACK_TRAINING_PROJECTIONS = True
-
-
 class MultiheadAttention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections (HF/fairseq parameter names).
 
@@ -179,24 +172,16 @@ class MultiheadAttention(nn.Module):
             ``(output [B, T, D], weights or None)``.
         """
         b, t, _ = query.shape
+        q = self._heads(self.q_proj(query))
         past = 0
-        if key_value is None and cache is None and STACK_TRAINING_PROJECTIONS and torch.is_grad_enabled():
-            q, k, v = map(self._heads, stacked_projection(query, (self.q_proj, self.k_proj, self.v_proj)))
-        elif key_value is None:  # self-attention
-            q = self._heads(self.q_proj(query))
+        if key_value is None:  # self-attention
             k, v = self._heads(self.k_proj(query)), self._heads(self.v_proj(query))
             if cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)
         elif cache is not None and cache.keys is not None:  # cross-attention, cached (maybe by the fused path)
-            q = self._heads(self.q_proj(query))
             k, v = cache.keys.to(q.dtype), cache.values.to(q.dtype)
-        elif (cache is None and STACK_TRAINING_PROJECTIONS and torch.is_grad_enabled()
-              and self.k_proj.in_features == self.v_proj.in_features):
-            q = self._heads(self.q_proj(query))
-            k, v = map(self._heads, stacked_projection(key_value, (self.k_proj, self.v_proj)))
         else:
-            q = self._heads(self.q_proj(query))
             k, v = self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value))
             if cache is not None:
                 cache.set(k, v)
@@ -253,14 +238,6 @@ class MultiheadAttention(nn.Module):
             weights = None
         out = out.transpose(1, 2).reshape(b, t, self.embed_dim)
         return self.out_proj(out), weights
-
-
-def stacked_projection(x: Tensor, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
-    """The projections of one input as one product with their weights stacked, split back into one output each
-    (the stacking copies only the weights; all projections have biases or none, as MultiheadAttention's do)."""
-    weight = torch.cat([p.weight for p in projections])
-    bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
-    return F.linear(x, weight, bias).split([p.out_features for p in projections], dim=-1)
 
 
 def _head_slice(mask: Tensor | None, num_heads: int, start: int, stop: int) -> Tensor | None:

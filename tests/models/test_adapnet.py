@@ -41,9 +41,9 @@ def test_easpp_count_formula_and_against_deeplab_aspp():
 
 def test_paper_size_parameter_counts():
     """The paper: AdapNet++ 30.2M, SSMA 56.4M (construction only)."""
-    model = adapnet.adapnet_pp()
+    model = mmseq.create_model("adapnet_pp")
     assert abs(count(model) - 30.2e6) / 30.2e6 < 0.01
-    fused = ssma.ssma()
+    fused = mmseq.create_model("ssma")
     assert abs(count(fused) - 56.4e6) / 56.4e6 < 0.01
     # SSMA = two streams + fusion blocks + the decoder with skip attention.
     expert = count(fused.rgb_expert)
@@ -185,8 +185,8 @@ def test_deeplab_baseline():
 
 
 def test_bad_inputs_are_named():
-    model = adapnet.adapnet_pp_tiny().eval()
-    fused = ssma.ssma_tiny().eval()
+    model = mmseq.create_model("adapnet_pp_tiny").eval()
+    fused = mmseq.create_model("ssma_tiny").eval()
     rgb, depth = torch.randn(1, 3, 32, 32), torch.randn(1, 1, 32, 32)
     with pytest.raises(InputError, match="input 'rgb' has 4 channels, the model expects 3"):
         model(rgb=torch.randn(1, 4, 32, 32))
@@ -201,5 +201,5 @@ def test_bad_inputs_are_named():
     with pytest.raises(InputError, match="input 'rgb' must be a floating"):
         model(rgb=torch.zeros(3, 32, 32))
     with pytest.raises(ConfigError, match="input 'hha'"):
-        adapnet.adapnet_pp_tiny(inputs=("hha",))
+        mmseq.create_model("adapnet_pp_tiny", inputs=("hha",))
     assert model(rgb=rgb, depth=depth).logits.shape == (1, 12, 32, 32)  # an input it does not read is left alone
