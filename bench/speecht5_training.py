@@ -18,7 +18,7 @@ computes the loss the way its own code does:
 Inputs: 8 waveforms of 3 s (ASR, VC; equal lengths, so neither side pads), 8 texts of 60 tokens (TTS), 30 target
 tokens (ASR), 200 target mel frames (TTS, VC), random 512-d speaker vectors.
 
-    python bench/speecht5_training.py [--repeats 3] [--threads N]
+    python bench/speecht5_training.py [--repeats 3] [--threads N] [--tasks asr,tts,vc]
 """
 
 from __future__ import annotations
