@@ -19,6 +19,12 @@ PHONES = {"sil": 0.0, "a": 300.0, "b": 700.0, "c": 1500.0}
 INTENTS = {"lights_on": ["a", "b"], "lights_off": ["b", "c"], "music": ["a", "c"]}
 SPEAKERS = {"train": {"s1": 1.0, "s2": 1.25, "s3": 0.85}, "dev": {"s4": 1.1}, "test": {"s5": 0.95}}
 PER_SPEAKER = {"train": 24, "dev": 9, "test": 12}
+# For speaker embeddings: an encoder trained on three voices learns three clusters, and where two unseen voices fall
+# between them depends on the CPU's rounding (unseen EER 0.09 on one machine, 0.34 on another). Eight training voices
+# spread over the pitch range make it learn pitch itself; the unseen voices sit between training ones.
+SPEAKER_VOICES = {"train": {f"t{i}": p for i, p in enumerate([0.8, 0.87, 0.94, 1.02, 1.1, 1.19, 1.28, 1.38])},
+                  "dev": {"u1": 0.9}, "test": {"u2": 1.15}}
+SPEAKER_PER_VOICE = {"train": 9, "dev": 10, "test": 10}
 
 
 def _utterance(rng: np.random.Generator, pitch: float, intent: str) -> tuple[np.ndarray, list[dict]]:
@@ -39,13 +45,15 @@ def _utterance(rng: np.random.Generator, pitch: float, intent: str) -> tuple[np.
     return np.concatenate(pieces).astype(np.float32), phones
 
 
-def make_micro_speech_corpus(root: Path, seed: int = 0) -> Path:
-    """``train/dev/test.jsonl`` manifests (mmseq's format) and their wavs under ``root``."""
+def make_micro_speech_corpus(root: Path, seed: int = 0, speakers: dict = SPEAKERS,
+                              per_speaker: dict = PER_SPEAKER) -> Path:
+    """``train/dev/test.jsonl`` manifests (mmseq's format) and their wavs under ``root``; ``speakers`` maps each split
+    to its voices' pitch factors, ``per_speaker`` each split to the utterances per voice."""
     rng = np.random.default_rng(seed)
-    for split, speakers in SPEAKERS.items():
+    for split, voices in speakers.items():
         lines = []
-        for speaker, pitch in speakers.items():
-            for i in range(PER_SPEAKER[split]):
+        for speaker, pitch in voices.items():
+            for i in range(per_speaker[split]):
                 intent = list(INTENTS)[i % len(INTENTS)]
                 wav, phones = _utterance(rng, pitch, intent)
                 name = f"wav/{speaker}_{i:02d}.wav"
@@ -60,3 +68,9 @@ def make_micro_speech_corpus(root: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def micro_speech_corpus(tmp_path_factory) -> Path:
     return make_micro_speech_corpus(tmp_path_factory.mktemp("micro_speech"))
+
+
+@pytest.fixture(scope="session")
+def micro_speaker_corpus(tmp_path_factory) -> Path:
+    return make_micro_speech_corpus(tmp_path_factory.mktemp("micro_speakers"), speakers=SPEAKER_VOICES,
+                                    per_speaker=SPEAKER_PER_VOICE)

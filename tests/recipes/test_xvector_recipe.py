@@ -1,7 +1,9 @@
-"""The x-vector recipe at tiny size on the micro corpus of tones (3 training voices, 2 unseen ones), through
-``mmseq train`` as its README says: it learns the training speakers (chance 1/3), its embeddings separate speakers
-it never saw far better than the untrained encoder's (measured untrained EER 0.42-0.46, chance 0.5), and its
-``best/`` feeds ``mmseq data embed-speakers``."""
+"""The x-vector recipe at tiny size on the micro speaker corpus of tones (8 training voices, 2 unseen ones), through
+``mmseq train`` as its README says: it learns the training speakers (chance 1/8), its embeddings separate speakers
+it never saw far better than the untrained encoder's, and its ``best/`` feeds ``mmseq data embed-speakers``.
+
+Measured on an AVX2 host over four corpus/trainer seed pairs: after 60 steps test accuracy 0.75-1.0 and unseen EER
+0.0-0.042; after one step (untrained) accuracy 0.0-0.125 and unseen EER 0.30-0.39."""
 
 from __future__ import annotations
 
@@ -24,21 +26,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
-def test_xvector_recipe_learns_speakers_and_embeds_unseen_ones(micro_speech_corpus, tmp_path):
+def test_xvector_recipe_learns_speakers_and_embeds_unseen_ones(micro_speaker_corpus, tmp_path):
     run = tmp_path / "run"
-    assert main(["train", str(TINY), f"task_args.corpus={micro_speech_corpus}", "model_args.num_classes=3",
+    assert main(["train", str(TINY), f"task_args.corpus={micro_speaker_corpus}", "model_args.num_classes=8",
                  "trainer.progress=false", f"trainer.out_dir={run}"]) == 0
     result = json.loads((run / "metrics.json").read_text())
-    assert result["task"]["labels"] == ["s1", "s2", "s3"] and result["task"]["unseen_speakers"] == ["s4", "s5"]
-    # measured (seeded): test accuracy 1.0, unseen EER 0.09 (untrained 0.42-0.46)
-    assert result["test"]["accuracy"] >= 0.9, result["test"]
-    assert result["test"]["unseen_eer"] <= 0.25, result["test"]
+    assert result["task"]["labels"] == [f"t{i}" for i in range(8)]
+    assert result["task"]["unseen_speakers"] == ["u1", "u2"]
+    assert result["test"]["accuracy"] >= 0.6, result["test"]
+    assert result["test"]["unseen_eer"] <= 0.15, result["test"]
 
     best = mmseq.load(run / "best")
     assert best.mmseq_config["builder"] == "xvector_tiny" and best.embedding_dim == 512
     out = tmp_path / "embedded"
     for split in ("dev", "test"):
-        assert main(["data", "embed-speakers", str(micro_speech_corpus / f"{split}.jsonl"), "--model",
+        assert main(["data", "embed-speakers", str(micro_speaker_corpus / f"{split}.jsonl"), "--model",
                      str(run / "best"), "--out", str(out), "--no-progress"]) == 0
     vectors, speakers = [], []
     for split in ("dev", "test"):
@@ -50,4 +52,6 @@ def test_xvector_recipe_learns_speakers_and_embeds_unseen_ones(micro_speech_corp
     cosine = x @ x.T
     off_diagonal = ~np.eye(len(x), dtype=bool)
     # Same-speaker pairs of unseen voices score higher than different-speaker ones.
-    assert cosine[same & off_diagonal].mean() > cosine[~same].mean() + 0.1
+    # measured: 0.975 against 0.718
+    assert cosine[same & off_diagonal].mean() > cosine[~same].mean() + 0.1, (cosine[same & off_diagonal].mean(),
+                                                                             cosine[~same].mean())
