@@ -393,7 +393,8 @@ class LimberModel(nn.Module):
     Args:
         encoder: the frozen :class:`FrozenImageEncoder`.
         prefix: the map from its features to the LM's embedding width.
-        lm: :class:`MmseqCausalLM` or :class:`TransformersCausalLM` (frozen here).
+        lm: :class:`MmseqCausalLM` or :class:`TransformersCausalLM` (frozen here). The tokenizer an mmseq LM carries
+            (one loaded from a checkpoint with its tokenizer) becomes ``model.tokenizer``.
     """
 
     reads = "image"
@@ -406,6 +407,9 @@ class LimberModel(nn.Module):
         if prefix.output_dim != lm.dim:
             raise ValueError(f"map output_dim {prefix.output_dim} != LM embedding width {lm.dim}")
         self.encoder, self.prefix, self.lm = encoder, prefix, lm
+        tokenizer = getattr(lm.model, "tokenizer", None)  # an mmseq LM's checkpoint tokenizer comes along
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
         self.encoder.requires_grad_(False)
         self.lm.requires_grad_(False)
         self.train(self.training)

@@ -1,0 +1,540 @@
+"""LiMBeR captioning (``limber_caption``) and generation over :class:`~mmseq.models.limber.LimberModel`.
+
+**Training.** Only the linear map trains, on the causal LM loss of caption tokens: the sequence is
+``[image prompts] + prompt tokens + caption tokens + EOS``, and only caption and EOS positions are scored (image
+and prompt positions are ignored, as the official labels set them to -100). A batch item's loss is the mean over
+its scored tokens, the batch loss the mean over items. LiMBeR's optimiser (for the recipe's run config): AdamW,
+lr 8e-4, betas (0.9, 0.95), 100 warmup steps, gradient clipping 1.0.
+
+**Frozen features, cached.** The encoder is frozen, so its features of every image are computed once
+(``prepare_model``, before training) and stored on disk (``<feature_cache>/<split>.<fingerprint>.pt``); the
+fingerprint hashes the encoder (its class, feature kind, output width, and every weight) and the image transform
+(size, normalisation), so a changed encoder or transform makes a new file. The on-disk conventions are those of
+:mod:`mmseq.data.feature_cache` (atomic write, ``torch.load(weights_only=True)``, an in-memory copy, a
+read-only folder just means computing again).
+
+**Generation.** Prompts interleave images and text (``[image, "A picture of"]``; few-shot VQA:
+``[image, "Q: ... A: ...\\n", image, "Q: ... A:"]``). :class:`LimberDecoding` runs the prompt through the LM once
+into its KV cache and then steps one token at a time; it has the interface of :mod:`mmseq.generation.engine`'s
+decodings, so :mod:`mmseq.generation.text`'s greedy, beam and nucleus searches drive it. VQA answers are cut at
+the first newline or period.
+
+**Evaluation** (val / test): greedy captions of the images after ``caption_prompt``: CIDEr-D and BLEU-4
+(:mod:`mmseq.metrics.captioning`), on the synthetic set also shape / colour / count accuracy; and, where the
+folder has VQAv2 files for the split, zero-shot VQA accuracy.
+
+**The LM** (``limber_text_lm``): an mmseq decoder-only LM pre-trained on the captions' (and VQA questions') text
+only, with a character tokenizer trained on it; its checkpoint carries the tokenizer, which a LiMBeR model built
+on it (``limber(lm=<checkpoint>)``) takes over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mmseq.atomic import atomic_file
+from mmseq.data.vision.readers_captions import CocoCaptions, VQAv2
+from mmseq.data.vision.readers_common import load_image
+from mmseq.data.tokenizers import SpeechT5CharTokenizer, pad_id_lists
+from mmseq.data.vision.transforms import CenterCrop, Compose, Normalize, Resize
+from mmseq.errors import ConfigError, InputError
+from mmseq.generation.mode import generation_mode
+from mmseq.generation.text import beam_search, greedy_search, sample
+from mmseq.metrics.captioning import attribute_accuracy, caption_scores, vqa_accuracy
+from mmseq.models.compose import DecoderOnlyModel
+from mmseq.models.limber import LimberModel
+from mmseq.nn.attention import lengths_to_padding_mask
+from mmseq.tasks.base import ListDataset, Ratio, Task, register_task
+
+CAPTION_PROMPT = "A picture of"
+
+
+# ----------------------------------------------------------------------------------------------- images
+def image_transform(model: LimberModel) -> Compose:
+    """The encoder's eval transform: shorter side to its input size, centre crop, its normalisation."""
+    enc = model.encoder
+    return Compose([Resize(enc.image_size), CenterCrop(enc.image_size), Normalize(enc.mean, enc.std)])
+
+
+def transform_description(model: LimberModel) -> dict[str, Any]:
+    enc = model.encoder
+    return {"resize": enc.image_size, "crop": enc.image_size, "mean": list(enc.mean), "std": list(enc.std)}
+
+
+def prepare_images(model: LimberModel, images: Sequence[Any]) -> Tensor:
+    """Paths, PIL images, ``uint8`` arrays / tensors ``[H, W, 3]`` or ``[3, H, W]`` -> ``[B, 3, S, S]``
+    normalised for the model's encoder."""
+    transform = image_transform(model)
+    out = []
+    for i, image in enumerate(images):
+        out.append(transform({"image": as_image_tensor(image, f"image {i}")}, torch.Generator())["image"])
+    return torch.stack(out)
+
+
+def as_image_tensor(image: Any, name: str) -> Tensor:
+    """One image as ``uint8 [3, H, W]``: a path, a PIL image, or an array / tensor ``[H, W, 3]`` / ``[3, H, W]``."""
+    import numpy as np
+
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if not isinstance(image, Tensor):
+        raise InputError(f"{name}: expected a path, PIL image, numpy array or tensor, got {type(image).__name__}")
+    if image.dim() == 3 and image.shape[-1] == 3 and image.shape[0] != 3:
+        image = image.permute(2, 0, 1)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise InputError(f"{name}: expected an RGB image [H, W, 3] or [3, H, W], got {list(image.shape)}")
+    if image.dtype != torch.uint8:
+        if not image.is_floating_point():
+            raise InputError(f"{name}: expected uint8 or float pixels in [0, 1], got {image.dtype}")
+        image = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.contiguous()
+
+
+# ------------------------------------------------------------------------------------------ feature cache
+_MEMORY: dict[tuple[str, str], Tensor] = {}
+
+
+def encoder_fingerprint(model: LimberModel) -> str:
+    """A hash of the encoder (class, feature kind, width, every weight) and the image transform."""
+    enc = model.encoder
+    digest = hashlib.sha1()
+    digest.update(json.dumps({"class": type(enc.backbone).__name__, "features": enc.features,
+                              "dim": enc.output_dim, "transform": transform_description(model)},
+                             sort_keys=True).encode())
+    for name, tensor in sorted(enc.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_features(model: LimberModel, paths: Sequence[str], batch_size: int = 32,
+                     device: torch.device | None = None) -> Tensor:
+    """Frozen encoder features ``[len(paths), N, C]`` of image files, in order."""
+    enc = model.encoder
+    home = next(enc.backbone.parameters()).device
+    device = device or home
+    enc.to(device)
+    try:
+        pieces = []
+        for start in range(0, len(paths), batch_size):
+            images = prepare_images(model, paths[start : start + batch_size]).to(device)
+            pieces.append(model.encode_images(images).cpu())
+    finally:
+        enc.to(home)
+    return torch.cat(pieces)
+
+
+def cached_features(model: LimberModel, paths: Sequence[str], cache_file: str | Path | None, batch_size: int = 32,
+                    device: torch.device | None = None) -> Tensor:
+    """:func:`compute_features`, read from ``cache_file`` when it holds the same images for the same encoder.
+
+    The file name gets the :func:`encoder_fingerprint` (``<stem>.<fingerprint>.pt``), so another encoder or
+    transform never reads this one's features; a file for other images (paths, sizes or dates) is recomputed.
+    """
+    paths = [str(p) for p in paths]
+    fingerprint = encoder_fingerprint(model)
+    stamps = [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+    if cache_file is None:
+        return compute_features(model, paths, batch_size, device)
+    cache_file = Path(cache_file)
+    disk = cache_file.with_name(f"{cache_file.name}.{fingerprint}.pt")
+    key = (str(disk.resolve()), json.dumps(stamps))
+    if key in _MEMORY:
+        return _MEMORY[key]
+    features = None
+    if disk.is_file():
+        cached = torch.load(disk, weights_only=True)
+        if isinstance(cached, dict) and cached.get("images") == stamps:
+            features = cached["features"]
+    if features is None:
+        features = compute_features(model, paths, batch_size, device)
+        try:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(disk) as f:
+                torch.save({"images": stamps, "features": features}, f)
+        except OSError:
+            pass  # a read-only folder: compute again next time
+    _MEMORY[key] = features
+    return features
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+@dataclass
+class ImageFeatures:
+    """An image given by its cached encoder features ``[N, C]`` in a prompt."""
+
+    features: Tensor
+
+
+def _tokenizer_of(model: nn.Module, tokenizer: Any) -> Any:
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise InputError("LiMBeR needs the LM's tokenizer: pass tokenizer= or set model.tokenizer")
+    return tokenizer
+
+
+def prompt_embeddings(model: LimberModel, tokenizer: Any, prompts: Sequence[Sequence[Any]]) -> tuple[Tensor, Tensor]:
+    """Interleaved prompts -> right-padded input embeddings ``[B, T, D]`` and lengths ``[B]``.
+
+    Each prompt is a list of pieces: text (``str``), a normalised image ``[3, S, S]``, or :class:`ImageFeatures`.
+    All images of the batch go through the encoder together.
+    """
+    device = model.prefix.proj.weight.device
+    images = [p for prompt in prompts for p in prompt if isinstance(p, Tensor)]
+    feats = [p.features for prompt in prompts for p in prompt if isinstance(p, ImageFeatures)]
+    image_embeds = iter(model.image_embeddings(images=torch.stack(images).to(device)) if images else [])
+    feature_embeds = iter(model.image_embeddings(features=torch.stack(feats).to(device)) if feats else [])
+    rows = []
+    for i, prompt in enumerate(prompts):
+        pieces = []
+        for piece in prompt:
+            if isinstance(piece, str):
+                ids = tokenizer.encode(piece, add_eos=False)
+                if ids:
+                    pieces.append(model.embed_tokens(torch.tensor([ids], device=device))[0])
+            elif isinstance(piece, Tensor):
+                pieces.append(next(image_embeds))
+            elif isinstance(piece, ImageFeatures):
+                pieces.append(next(feature_embeds))
+            else:
+                raise InputError(f"prompt {i}: a piece must be text, an image tensor or ImageFeatures, "
+                                 f"got {type(piece).__name__}")
+        if not pieces:
+            raise InputError(f"prompt {i} is empty")
+        rows.append(torch.cat([p.to(model.lm.weight_dtype) for p in pieces]))
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    out = rows[0].new_zeros(len(rows), int(lengths.max()), rows[0].shape[-1])
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out, lengths
+
+
+class LimberDecoding:
+    """Token decoding of a :class:`LimberModel` after interleaved prompts, with the LM's KV cache.
+
+    The interface of :mod:`mmseq.generation.engine`'s decodings (``first_logits``, ``step``, ``select``,
+    ``repeat``), so the searches of :mod:`mmseq.generation.text` run on it. Prompts are right-padded: a row's
+    padded positions stay masked, and its new tokens take the positions after its own prompt.
+    """
+
+    initial_tokens: list[int] = []
+
+    def __init__(self, model: LimberModel, embeds: Tensor, lengths: Tensor):
+        self.model, self.device = model, embeds.device
+        self.batch_size = embeds.shape[0]
+        self.cache = model.lm.new_cache()
+        total = embeds.shape[1]
+        self.padding = None if bool((lengths == total).all()) else lengths_to_padding_mask(lengths, total)
+        positions = torch.arange(total, device=self.device)[None].expand(self.batch_size, -1)
+        logits = model.lm(embeds, positions, self.padding, self.cache)
+        self._first = logits[torch.arange(self.batch_size, device=self.device), lengths - 1].float()
+        self.next_position = lengths.clone()
+
+    def first_logits(self) -> Tensor:
+        return self._first
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """``tokens [N]`` -> next-token logits ``[N, V]``."""
+        embeds = self.model.embed_tokens(tokens[:, None])
+        if self.padding is not None:
+            self.padding = torch.cat([self.padding, tokens.new_zeros(len(tokens), 1, dtype=torch.bool)], dim=1)
+        logits = self.model.lm(embeds, self.next_position[:, None], self.padding, self.cache)
+        self.next_position = self.next_position + 1
+        return logits[:, -1].float()
+
+    def select(self, index: Tensor, same_inputs: bool = False) -> None:
+        self.model.lm.select_cache(self.cache, index)
+        self.next_position = self.next_position.index_select(0, index)
+        self._first = self._first.index_select(0, index)
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, index)
+        self.batch_size = len(index)
+
+    def repeat(self, times: int) -> None:
+        self.select(torch.arange(self.batch_size, device=self.device).repeat_interleave(times))
+
+    def ctc_log_probs(self) -> Tensor:
+        raise InputError("joint CTC scoring needs an encoder-decoder model with a CTC head")
+
+
+@generation_mode
+def generate_text(model: LimberModel, prompts: Sequence[Sequence[Any]], tokenizer: Any = None, *,
+                  num_beams: int = 1, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
+                  top_k: int = 0, max_new_tokens: int = 30, length_penalty: float = 1.0,
+                  generator: torch.Generator | None = None) -> list[str]:
+    """Continue interleaved image / text prompts (see :func:`prompt_embeddings`): greedy (default), beam search
+    (``num_beams > 1``) or nucleus sampling (``do_sample``: LiMBeR's temperature 0.7, top-p 0.9). Returns the
+    new text of each prompt, up to its EOS."""
+    if num_beams > 1 and do_sample:
+        raise InputError("choose beam search (num_beams > 1) or sampling (do_sample=True), not both")
+    tokenizer = _tokenizer_of(model, tokenizer)
+    embeds, lengths = prompt_embeddings(model, tokenizer, prompts)
+    decoding = LimberDecoding(model, embeds, lengths)
+    eos, pad = tokenizer.eos_id, tokenizer.pad_id
+    if num_beams > 1:
+        rows = beam_search(decoding, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                           length_penalty=length_penalty, eos_id=eos, pad_id=pad)
+    elif do_sample:
+        rows = sample(decoding, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      generator=generator, eos_id=eos, pad_id=pad)
+    else:
+        rows = greedy_search(decoding, max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad)
+    texts = []
+    for row in rows.tolist():
+        if eos in row:
+            row = row[: row.index(eos)]
+        texts.append(tokenizer.decode(row).strip())
+    return texts
+
+
+def caption_prompts(images: Sequence[Any], prompt: str = CAPTION_PROMPT) -> list[list[Any]]:
+    """``[image, prompt]`` per image (a normalised image tensor or :class:`ImageFeatures`)."""
+    return [[image, prompt] for image in images]
+
+
+def vqa_prompts(images: Sequence[Any], questions: Sequence[str],
+                shots: Sequence[tuple[Any, str, str]] = ()) -> list[list[Any]]:
+    """Per question: the ``shots`` (image, question, answer) as ``[image, "Q: q A: a\\n"]`` then
+    ``[image, "Q: question A:"]`` (zero-shot without shots)."""
+    if len(images) != len(questions):
+        raise InputError(f"{len(images)} images but {len(questions)} questions")
+    context: list[Any] = []
+    for image, question, answer in shots:
+        context += [image, f"Q: {question} A: {answer}\n"]
+    return [context + [image, f"Q: {question} A:"] for image, question in zip(images, questions)]
+
+
+def truncate_answer(text: str) -> str:
+    """A generated answer up to its first newline or period, stripped."""
+    return text.split("\n", 1)[0].split(".", 1)[0].strip()
+
+
+# --------------------------------------------------------------------------------------------------- task
+@dataclass
+class LimberCaptionConfig:
+    root: str = "data/synth_captions"  # a COCO-layout folder (annotations/captions_<split>.json, images)
+    train_split: str = "train2014"
+    val_split: str = "val2014"
+    test_split: str = ""  # "" : no test split
+    feature_cache: str = ""  # folder of cached encoder features; "" : <root>/limber_features
+    encode_batch_size: int = 32
+    encode_device: str = ""  # where features are computed once; "" : CUDA when available
+    train_prompt: str = ""  # text between the image and the caption in training (not scored)
+    caption_prompt: str = CAPTION_PROMPT
+    max_caption_tokens: int = 64
+    eval_images: int = 64  # images captioned per evaluation (0: all)
+    eval_questions: int = 64  # VQA questions answered per evaluation (0: all; none without VQA files)
+    max_new_tokens: int = 30
+    num_beams: int = 1
+
+
+class CaptionSet(Dataset):
+    """One item per caption: ``{"image": index into the split's images, "caption": str, "split": name}``; the
+    split's image paths, references and synthetic object lists (empty for real COCO) beside them."""
+
+    def __init__(self, root: Path, split: str):
+        reader = CocoCaptions(root, split, per_caption=True, load_images=False)
+        self.image_ids = list(reader.image_ids)
+        index = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.paths = [str(reader.image_dir / reader.coco.imgs[i]["file_name"]) for i in self.image_ids]
+        self.objects = [reader.coco.imgs[i].get("objects", []) for i in self.image_ids]
+        self.references = [[a["caption"] for a in reader.coco.imgToAnns[i]] for i in self.image_ids]
+        self.items = [{"image": index[reader.coco.anns[c]["image_id"]], "caption": reader.coco.anns[c]["caption"],
+                       "split": split} for c in reader.caption_ids]
+        self.features: Tensor | None = None  # [images, N, C], set by the task's prepare_model
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def caption_batch(tokenizer: Any, features: Tensor, captions: Sequence[str], prompt: str = "",
+                  max_caption_tokens: int = 64) -> dict[str, Tensor]:
+    """``features [B, N, C]``; ``tokens [B, L]`` = prompt + caption + EOS (right-padded with the pad id),
+    ``lengths [B]``, and ``scored [B, L]``: True at caption and EOS tokens only."""
+    prompt_ids = tokenizer.encode(prompt, add_eos=False) if prompt else []
+    rows, scored = [], []
+    for caption in captions:
+        ids = tokenizer.encode(caption, add_eos=False)[:max_caption_tokens] + [tokenizer.eos_id]
+        rows.append(prompt_ids + ids)
+        scored.append([False] * len(prompt_ids) + [True] * len(ids))
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, (r, s) in enumerate(zip(rows, scored)):
+        tokens[i, : len(r)], mask[i, : len(s)] = torch.tensor(r), torch.tensor(s)
+    return {"features": features, "tokens": tokens, "lengths": torch.tensor([len(r) for r in rows]), "scored": mask}
+
+
+def limber_caption_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
+    """Cross-entropy of the scored (caption + EOS) tokens given the image and the tokens before them: the mean
+    over an item's scored tokens, averaged over items; token accuracy over scored tokens."""
+    out = model(batch["tokens"], batch["lengths"], features=batch["features"])
+    logits, target, scored = out.token_logits().float(), batch["tokens"], batch["scored"]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    counts = scored.sum(1).clamp(min=1)
+    loss = ((token_loss * scored).sum(1) / counts).mean()
+    correct = (logits.argmax(-1) == target) & scored
+    return loss, {"token_accuracy": Ratio(float(correct.sum()), float(scored.sum()))}
+
+
+def _vqa_split(root: Path, split: str) -> VQAv2 | None:
+    if not (root / "Questions" / f"v2_OpenEnded_mscoco_{split}_questions.json").is_file():
+        return None
+    return VQAv2(root, split, image_dir=str(root / split), load_images=False)
+
+
+def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any], references: Sequence[Sequence[str]],
+                      objects: Sequence[Sequence[dict]] = (), prompt: str = CAPTION_PROMPT, batch_size: int = 16,
+                      **generate_kwargs: Any) -> dict[str, float]:
+    """Captions of ``images`` (normalised tensors or :class:`ImageFeatures`) after ``prompt``: CIDEr-D, BLEU-4,
+    and the attribute accuracies when ``objects`` are given."""
+    captions: list[str] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        captions += generate_text(model, caption_prompts(chunk, prompt), tokenizer, **generate_kwargs)
+    metrics = caption_scores(captions, references)
+    if objects and all(objects):
+        metrics.update(attribute_accuracy(captions, objects))
+    return metrics
+
+
+@register_task(config=LimberCaptionConfig)
+def limber_caption(cfg: LimberCaptionConfig) -> Task:
+    """LiMBeR's image-caption training on a COCO-layout folder (COCO, or ``mmseq data synth captions``)."""
+    root = Path(cfg.root)
+    if cfg.max_caption_tokens < 1:
+        raise ConfigError(f"task_args.max_caption_tokens must be >= 1, got {cfg.max_caption_tokens}")
+    names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
+    splits = {k: CaptionSet(root, v) if v else None for k, v in names.items()}
+    cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else root / "limber_features"
+    state: dict[str, Any] = {}
+
+    def prepare_model(model: nn.Module) -> None:
+        if not isinstance(model, LimberModel):
+            raise ConfigError(f"limber_caption trains a LiMBeR model, got {type(model).__name__}")
+        state["tokenizer"] = _tokenizer_of(model, None)
+        device = torch.device(cfg.encode_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        for key, data in splits.items():
+            if data is not None:
+                data.features = cached_features(model, data.paths, cache_dir / names[key], cfg.encode_batch_size,
+                                                device)
+
+    by_name = {names[k]: data for k, data in splits.items() if data is not None}
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
+        data = by_name[items[0]["split"]]
+        if data.features is None or "tokenizer" not in state:
+            raise ConfigError("limber_caption's features are computed by its prepare_model, run before training")
+        feats = data.features[torch.tensor([it["image"] for it in items])]
+        return caption_batch(state["tokenizer"], feats, [it["caption"] for it in items], cfg.train_prompt,
+                             cfg.max_caption_tokens)
+
+    def evaluate(model: nn.Module, split: str) -> dict[str, float]:
+        data = splits[split]
+        if data is None or data.features is None:
+            return {}
+        count = len(data.paths) if cfg.eval_images <= 0 else min(cfg.eval_images, len(data.paths))
+        images = [ImageFeatures(data.features[i]) for i in range(count)]
+        metrics = evaluate_captions(model, state["tokenizer"], images, data.references[:count], data.objects[:count],
+                                    cfg.caption_prompt, max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
+        vqa = _vqa_split(root, names[split])
+        if vqa is not None:
+            index = {image_id: i for i, image_id in enumerate(data.image_ids)}
+            questions = [q for q in vqa.questions if q["image_id"] in index]
+            questions = questions if cfg.eval_questions <= 0 else questions[: cfg.eval_questions]
+            scores = []
+            for start in range(0, len(questions), 16):
+                chunk = questions[start : start + 16]
+                prompts = vqa_prompts([ImageFeatures(data.features[index[q["image_id"]]]) for q in chunk],
+                                      [q["question"] for q in chunk])
+                answers = generate_text(model, prompts, state["tokenizer"], max_new_tokens=8)
+                for q, answer in zip(chunk, answers):
+                    humans = [a["answer"] for a in vqa.annotations[q["question_id"]]["answers"]]
+                    scores.append(vqa_accuracy(truncate_answer(answer), humans))
+            if scores:
+                metrics["vqa_accuracy"] = 100 * sum(scores) / len(scores)
+        return metrics
+
+    return Task(train_set=splits["train"], val_set=splits["val"], test_set=splits["test"], collate=collate,
+                loss=limber_caption_loss, evaluate=evaluate, prepare_model=prepare_model,
+                batch_size_of=lambda batch: len(batch["tokens"]),
+                info={"caption_prompt": cfg.caption_prompt, "train_prompt": cfg.train_prompt})
+
+
+# ------------------------------------------------------------------------------- the LM's text pre-training
+@dataclass
+class LimberTextLMConfig:
+    root: str = "data/synth_captions"  # a COCO-layout folder, as for limber_caption
+    train_split: str = "train2014"
+    val_split: str = "val2014"
+    questions: bool = True  # also "Q: <question> A: <answer>" texts from the split's VQAv2 files, where present
+    max_tokens: int = 128
+
+
+def split_texts(root: Path, split: str, questions: bool) -> list[str]:
+    """A split's captions, and with ``questions`` its VQA questions as ``"Q: <question> A: <answer>"`` (the
+    prompt format of :func:`vqa_prompts`, answered with the annotators' most common answer)."""
+    texts = [text for refs in CaptionSet(root, split).references for text in refs]
+    vqa = _vqa_split(root, split) if questions else None
+    if vqa is not None:
+        texts += [f"Q: {q['question']} A: {vqa.annotations[q['question_id']]['multiple_choice_answer']}"
+                  for q in vqa.questions]
+    return texts
+
+
+def text_lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
+    """Next-token cross-entropy over ``BOS text EOS`` rows (the mean over every real target token)."""
+    tokens, lengths = batch["tokens"], batch["lengths"]
+    logits = model(tokens, lengths).outputs[:, :-1].float()
+    target = tokens[:, 1:]
+    valid = torch.arange(target.shape[1], device=target.device)[None] < (lengths[:, None] - 1)
+    loss = F.cross_entropy(logits[valid], target[valid])
+    correct = (logits.argmax(-1) == target) & valid
+    return loss, {"token_accuracy": Ratio(float(correct.sum()), float(valid.sum()))}
+
+
+@register_task(config=LimberTextLMConfig)
+def limber_text_lm(cfg: LimberTextLMConfig) -> Task:
+    """Pre-train an mmseq decoder-only LM on the captions' (and questions') text only, with a character
+    tokenizer trained on the training split; the LM LiMBeR then keeps frozen (``limber(lm=<its checkpoint>)``)."""
+    root = Path(cfg.root)
+    train = split_texts(root, cfg.train_split, cfg.questions)
+    val = split_texts(root, cfg.val_split, cfg.questions) if cfg.val_split else None
+    tokenizer = SpeechT5CharTokenizer.train(train + [CAPTION_PROMPT])
+
+    def prepare_model(model: nn.Module) -> None:
+        if not isinstance(model, DecoderOnlyModel):
+            raise ConfigError(f"limber_text_lm trains a decoder-only LM, got {type(model).__name__}")
+        size = model.token_prenet.vocab_size
+        if size != len(tokenizer):
+            raise ConfigError(f"the captions' character vocabulary has {len(tokenizer)} tokens but the LM has "
+                              f"{size}; set model_args.vocab_size={len(tokenizer)}")
+        model.tokenizer = tokenizer
+
+    def collate(texts: list[str]) -> dict[str, Tensor]:
+        rows = [[tokenizer.bos_id] + tokenizer.encode(t)[: cfg.max_tokens - 1] for t in texts]
+        tokens, lengths = pad_id_lists(rows, tokenizer.pad_id)
+        return {"tokens": tokens, "lengths": lengths}
+
+    return Task(train_set=ListDataset(train), val_set=None if val is None else ListDataset(val), collate=collate,
+                loss=text_lm_loss, prepare_model=prepare_model,
+                batch_size_of=lambda batch: len(batch["tokens"]), info={"vocab_size": len(tokenizer)})

@@ -1,0 +1,255 @@
+"""LiMBeR's task: the loss scores caption tokens only, cached features equal recomputed ones and are invalidated
+with the encoder or transform, KV-cache generation equals recomputing the whole sequence, VQA prompts."""
+
+import os
+import time
+
+import pytest
+import torch
+
+import mmseq
+from mmseq.data.tokenizers import SpeechT5CharTokenizer
+from mmseq.data.vision.synth_captions import build_captions
+from mmseq.errors import InputError
+from mmseq.tasks import build_task
+from mmseq.tasks.limber import (CaptionSet, ImageFeatures, LimberDecoding, _MEMORY, cached_features, caption_batch,
+                                compute_features, encoder_fingerprint, generate_text, limber_caption_loss,
+                                prepare_images, prompt_embeddings, truncate_answer, vqa_prompts)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_captions")
+    build_captions(root, profile="tiny", seed=0, jobs=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    texts = [t for refs in CaptionSet(corpus, "train2014").references for t in refs]
+    return SpeechT5CharTokenizer.train(texts + ["A picture of", "Q: what? A: yes"])
+
+
+def _model(tokenizer, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = mmseq.create_model("limber_tiny", lm={"builder": "text_lm_tiny", "args": {"vocab_size": len(tokenizer)}},
+                               **kwargs)
+    model.tokenizer = tokenizer
+    return model
+
+
+def _scramble(model, std):
+    """Large random LM weights: a tiny random LM otherwise repeats one token, which hides position mistakes."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.lm.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, std)
+    return model
+
+
+def _tiny_gpt2_limber():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from mmseq.models.limber import LimberModel, ImagePrefix, TransformersCausalLM, build_image_encoder
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=60, n_positions=128, n_embd=32, n_layer=2, n_head=4)).eval()
+    encoder = build_image_encoder({"library": "mmseq", "name": "conv_tiny"})
+    return LimberModel(encoder, ImagePrefix(encoder.output_dim, 32, 2), TransformersCausalLM(gpt2)).eval()
+
+
+def test_loss_scores_caption_tokens_only(tokenizer):
+    model = _model(tokenizer).eval()
+    feats = model.encode_images(torch.randn(2, 3, 32, 32))
+    batch = caption_batch(tokenizer, feats, ["a red cube", "two blue spheres"], prompt="A picture of")
+    prompt_len = len(tokenizer.encode("A picture of", add_eos=False))
+    assert not batch["scored"][:, :prompt_len].any()
+    assert batch["scored"].sum(1).tolist() == [len(tokenizer.encode(c)) for c in ["a red cube", "two blue spheres"]]
+    captured = {}
+
+    class Spy(torch.nn.Module):  # keeps the logits to look at their gradient
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *args, **kwargs):
+            out = self.inner(*args, **kwargs)
+            out.outputs.retain_grad()
+            captured["out"] = out
+            return out
+
+    loss, metrics = limber_caption_loss(Spy(), batch)
+    out = captured["out"]
+    # by hand: per-item mean of the caption tokens' cross-entropy, averaged over the items
+    logits = out.token_logits()
+    manual = []
+    for i in range(2):
+        idx = batch["scored"][i].nonzero().squeeze(1)
+        manual.append(torch.nn.functional.cross_entropy(logits[i, idx], batch["tokens"][i, idx]))
+    torch.testing.assert_close(loss, torch.stack(manual).mean())
+    loss.backward()
+    grad = out.outputs.grad.abs().sum(-1)  # [B, P + L]: position t predicts token t - P + 1
+    p = out.prefix_length
+    assert bool((grad[:, : p - 1 + prompt_len] == 0).all())  # image positions and prompt-predicting ones: ignored
+    for i in range(2):  # every scored position gets a gradient, padding ones none
+        scored_positions = batch["scored"][i].nonzero().squeeze(1) + p - 1
+        assert bool((grad[i, scored_positions] > 0).all())
+        assert int((grad[i] > 0).sum()) == len(scored_positions)
+    assert metrics["token_accuracy"].denominator == int(batch["scored"].sum())
+
+
+def test_cached_features_equal_recomputed_and_are_invalidated(corpus, tokenizer, tmp_path):
+    data = CaptionSet(corpus, "train2014")
+    paths = data.paths[:5]
+    model = _model(tokenizer)
+    fresh = compute_features(model, paths)
+    first = cached_features(model, paths, tmp_path / "train")
+    files = list(tmp_path.glob("train.*.pt"))
+    assert len(files) == 1 and encoder_fingerprint(model) in files[0].name
+    _MEMORY.clear()
+    again = cached_features(model, paths, tmp_path / "train")  # read back from disk
+    assert torch.equal(first, fresh) and torch.equal(again, fresh)
+    # the cached features are the model's own features of the transformed images
+    torch.testing.assert_close(fresh, model.encode_images(prepare_images(model, paths)))
+
+    changed = _model(tokenizer)
+    with torch.no_grad():
+        changed.encoder.backbone.layers[0].weight[0, 0, 0, 0] += 1.0
+    assert encoder_fingerprint(changed) != encoder_fingerprint(model)
+    got = cached_features(changed, paths, tmp_path / "train")
+    assert torch.equal(got, compute_features(changed, paths)) and not torch.equal(got, fresh)
+    assert len(list(tmp_path.glob("train.*.pt"))) == 2
+
+    resized = _model(tokenizer, image_size=48)  # another transform: same weights, other input size
+    assert encoder_fingerprint(resized) != encoder_fingerprint(model)
+    assert torch.equal(cached_features(resized, paths, tmp_path / "train"), compute_features(resized, paths))
+
+    # an image rewritten on disk: its stamps differ, so the file is recomputed
+    _MEMORY.clear()
+    image = prepare_images(model, [paths[0]])
+    os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert torch.equal(cached_features(model, paths, tmp_path / "train"), fresh)
+    torch.testing.assert_close(model.encode_images(image), fresh[:1])
+
+
+def _naive_greedy(model, prompt, tokenizer, steps):
+    embeds, _ = prompt_embeddings(model, tokenizer, [prompt])
+    out = []
+    for _ in range(steps):
+        logits = model.lm(embeds, torch.arange(embeds.shape[1])[None])
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eos_id:
+            break
+        out.append(token)
+        embeds = torch.cat([embeds, model.embed_tokens(torch.tensor([[token]]))], 1)
+    return tokenizer.decode(out).strip()
+
+
+@pytest.mark.parametrize("lm", ["mmseq", "transformers"])
+def test_kv_cache_generation_equals_recomputing_the_sequence(lm, tokenizer):
+    model = _scramble(_model(tokenizer).eval(), 0.5) if lm == "mmseq" else _scramble(_tiny_gpt2_limber(), 0.3)
+    if lm == "transformers":
+        class Ids:  # token ids below the GPT-2 vocabulary, as text
+            eos_id, pad_id = 0, 0
+
+            def encode(self, text, add_eos=True):
+                return [3 + (ord(c) % 50) for c in text]
+
+            def decode(self, ids):
+                return " ".join(str(int(i)) for i in ids)
+
+        tok = Ids()
+    else:
+        tok = tokenizer
+    torch.manual_seed(3)
+    images = list(torch.randn(3, 3, 32, 32))
+    prompts = [[images[0], "A picture of"], [images[1], "a"], ["Q: what? A: yes", images[2], "Q: what? A:"]]
+    with torch.no_grad():
+        batched = generate_text(model, prompts, tok, max_new_tokens=8)
+        assert len(set(batched)) == 3 and all(batched)
+        for prompt, text in zip(prompts, batched):
+            assert text == _naive_greedy(model, prompt, tok, 8)
+            assert generate_text(model, [prompt], tok, max_new_tokens=8) == [text]
+        # beam search with one beam is greedy; more beams and sampling run on the same cache
+        assert generate_text(model, prompts, tok, num_beams=1, max_new_tokens=8) == batched
+        assert len(generate_text(model, prompts, tok, num_beams=3, max_new_tokens=8)) == 3
+        a = generate_text(model, prompts, tok, do_sample=True, max_new_tokens=8, generator=torch.Generator().manual_seed(1))
+        b = generate_text(model, prompts, tok, do_sample=True, max_new_tokens=8, generator=torch.Generator().manual_seed(1))
+        assert a == b
+
+
+def test_beam_search_reorders_the_cache(tokenizer):
+    """Beam search on the cache finds a continuation the model scores above greedy's (recomputed without cache):
+    beams that swap rows only score right when the cache rows follow them."""
+    from mmseq.generation.text import beam_search, greedy_search
+
+    model = _scramble(_model(tokenizer, seed=5).eval(), 0.5)
+    torch.manual_seed(0)
+    prompt = [[torch.randn(3, 32, 32), "A picture of"]]
+    with torch.no_grad():
+        embeds, lengths = prompt_embeddings(model, tokenizer, prompt)
+
+        def score(ids):
+            full = torch.cat([embeds, model.embed_tokens(torch.tensor([ids]))], 1)
+            logp = model.lm(full, torch.arange(full.shape[1])[None])[0].log_softmax(-1)
+            return sum(float(logp[int(lengths[0]) - 1 + i, t]) for i, t in enumerate(ids))
+
+        kwargs = {"max_new_tokens": 6, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id}
+        greedy = greedy_search(LimberDecoding(model, embeds, lengths), **kwargs)[0].tolist()
+        beam = beam_search(LimberDecoding(model, embeds, lengths), num_beams=4, length_penalty=0.0, **kwargs)
+        beam = beam[0].tolist()
+    assert tokenizer.eos_id not in greedy + beam and beam != greedy  # both run to the length limit
+    assert score(beam) > score(greedy)
+
+
+def test_vqa_prompts_interleave_shots_and_answers_stop_at_newline_or_period():
+    img = [ImageFeatures(torch.zeros(1, 4)) for _ in range(3)]
+    prompts = vqa_prompts(img[:1], ["what color is it?"], shots=[(img[1], "how many?", "2"), (img[2], "is it red?", "no")])
+    assert prompts[0][1::2] == ["Q: how many? A: 2\n", "Q: is it red? A: no\n", "Q: what color is it? A:"]
+    assert prompts[0][0::2] == [img[1], img[2], img[0]]
+    assert vqa_prompts(img[:1], ["what?"]) == [[img[0], "Q: what? A:"]]
+    assert truncate_answer(" red. Q: next\nmore") == "red"
+    assert truncate_answer(" two cubes\nQ: how") == "two cubes"
+    with pytest.raises(InputError, match="2 images but 1 questions"):
+        vqa_prompts(img[:2], ["what?"])
+
+
+def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenizer, tmp_path):
+    task = build_task("limber_caption", {"root": str(corpus), "feature_cache": str(tmp_path), "eval_images": 4,
+                                         "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of"})
+    model = _model(tokenizer)
+    task.prepare_model(model)
+    batch = task.collate([task.train_set[i] for i in range(3)])
+    assert batch["features"].shape == (3, 1, model.encoder.output_dim)
+    loss, _ = task.loss(model, batch)
+    assert torch.isfinite(loss)
+    metrics = task.evaluate(model.eval(), "val")
+    assert {"cider_d", "bleu4", "shape_accuracy", "colour_accuracy", "count_accuracy", "vqa_accuracy"} <= set(metrics)
+
+
+def test_text_lm_task_and_its_tokenizer_travel_into_limber(corpus, tmp_path):
+    from mmseq.checkpoint import build_model  # the training CLI's builder: sub-model paths are loaded
+    from mmseq.errors import ConfigError
+
+    task = build_task("limber_text_lm", {"root": str(corpus)})
+    size = task.info["vocab_size"]
+    with pytest.raises(ConfigError, match=f"vocab_size={size}"):
+        task.prepare_model(mmseq.create_model("text_lm_tiny", vocab_size=size + 1))
+    lm = mmseq.create_model("text_lm_tiny", vocab_size=size)
+    task.prepare_model(lm)
+    texts = [task.train_set[i] for i in range(len(task.train_set))]
+    assert any(t.startswith("Q: ") and " A: " in t for t in texts) and any(not t.startswith("Q: ") for t in texts)
+    batch = task.collate(texts[:3])
+    assert bool((batch["tokens"][:, 0] == lm.tokenizer.bos_id).all())
+    loss, _ = task.loss(lm, batch)
+    assert torch.isfinite(loss)
+    mmseq.save_pretrained(lm, tmp_path / "lm")
+    model = build_model("limber_tiny", {"lm": str(tmp_path / "lm")})
+    assert model.tokenizer.encode("a red cube") == lm.tokenizer.encode("a red cube")
+    assert "tmp" not in str(model.mmseq_config["args"]["lm"])
+    mmseq.save_pretrained(model, tmp_path / "limber")
+    loaded = mmseq.load(tmp_path / "limber")
+    assert loaded.tokenizer.encode("a red cube") == lm.tokenizer.encode("a red cube")
