@@ -13,12 +13,15 @@ from mmseq.errors import ConfigError, InputError, unknown_choice
 from mmseq.inference.precision import DTYPES, set_precision
 from mmseq.inference.speech import (SpeakerIdPipeline, SpeechToSpeechPipeline, SpeechToTextPipeline,
                                     TextToSpeechPipeline)
+from mmseq.inference.vision_text import ImageToTextPipeline, VQAPipeline
 
 PIPELINES = {"asr": SpeechToTextPipeline, "st": SpeechToTextPipeline, "tts": TextToSpeechPipeline,
-             "vc": SpeechToSpeechPipeline, "se": SpeechToSpeechPipeline, "sid": SpeakerIdPipeline}
+             "vc": SpeechToSpeechPipeline, "se": SpeechToSpeechPipeline, "sid": SpeakerIdPipeline,
+             "image-to-text": ImageToTextPipeline, "vqa": VQAPipeline}
 # What a model must read and write for each task (the ``reads`` / ``writes`` of mmseq.models.compose).
 TASK_MODALITIES = {"asr": ("waveform", "text"), "st": ("waveform", "text"), "tts": ("text", "mel"),
-                   "vc": ("waveform", "mel"), "se": ("waveform", "mel"), "sid": ("waveform", "classes")}
+                   "vc": ("waveform", "mel"), "se": ("waveform", "mel"), "sid": ("waveform", "classes"),
+                   "image-to-text": ("image", "text"), "vqa": ("image", "text")}
 
 
 def _as_model(model: Any, what: str) -> nn.Module:
@@ -43,7 +46,7 @@ def check_fits(task: str, model: nn.Module, source: Any) -> None:
 
 def pipeline(task: str, model: Any, vocoder: Any = None, device: str | torch.device | None = None,
              dtype: str | torch.dtype = "fp32"):
-    """Build the inference object for ``task`` (asr, st, tts, vc, se, sid).
+    """Build the inference object for ``task`` (asr, st, tts, vc, se, sid, image-to-text, vqa).
 
     Args:
         model: a checkpoint directory (mmseq or transformers SpeechT5) or a loaded model.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 from mmseq.data.audio import save_audio
+from mmseq.errors import InputError
 from mmseq.inference import PIPELINES, pipeline
 
 
@@ -15,6 +16,16 @@ def _run(args: argparse.Namespace) -> int:
     kwargs: dict = {"batch_size": args.batch_size}
     if args.task in ("asr", "st"):
         kwargs.update(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    if args.task == "image-to-text":
+        kwargs.update(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+        if args.prompt is not None:
+            kwargs.update(prompt=args.prompt)
+    if args.task == "vqa":
+        questions = args.question or []
+        if len(questions) not in (1, len(args.inputs)):
+            raise InputError(f"vqa: give one --question for all images or one per image, got {len(questions)}")
+        kwargs.update(questions=questions * len(args.inputs) if len(questions) == 1 else questions,
+                      num_beams=args.num_beams)
     if args.task in ("tts", "vc", "se"):
         kwargs.update(speaker_embeddings=args.speaker, max_len_ratio=args.max_len_ratio)
     outputs = pipe(list(args.inputs), **kwargs)
@@ -34,10 +45,12 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="run a model on files (audio tasks) or texts (tts)")
     p.add_argument("task", choices=sorted(PIPELINES))
-    p.add_argument("inputs", nargs="+", help="audio files, or texts for tts")
+    p.add_argument("inputs", nargs="+", help="audio files, texts for tts, images for image-to-text / vqa")
     p.add_argument("--model", required=True, help="checkpoint directory (mmseq or transformers)")
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint for speech output (default: Griffin-Lim)")
     p.add_argument("--speaker", help="x-vector .npy for tts / vc")
+    p.add_argument("--question", action="append", help="vqa: the question (one for all images, or one per image)")
+    p.add_argument("--prompt", help="image-to-text: the text after the image (default 'A picture of')")
     p.add_argument("--out", default="infer_out", help="folder for output wavs")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])

@@ -89,7 +89,7 @@ def as_image_tensor(image: Any, name: str) -> Tensor:
     if isinstance(image, (str, Path)):
         return load_image(image)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image))
     if not isinstance(image, Tensor):
