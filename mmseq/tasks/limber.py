@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -342,21 +342,28 @@ class LimberCaptionConfig:
     eval_questions: int = 64  # VQA questions answered per evaluation (0: all; none without VQA files)
     max_new_tokens: int = 30
     num_beams: int = 1
+    vqa_shots: list[int] = field(default_factory=lambda: [0])  # VQA evaluated k-shot for each k (train examples)
+    shuffle_pairs: bool = False  # control: every training caption paired with another (fixed random) image
 
 
 class CaptionSet(Dataset):
     """One item per caption: ``{"image": index into the split's images, "caption": str, "split": name}``; the
-    split's image paths, references and synthetic object lists (empty for real COCO) beside them."""
+    split's image paths, references, synthetic object lists (empty for real COCO) and domains beside them.
+    ``shuffle_seed`` pairs every caption with another image (a fixed random permutation of the images)."""
 
-    def __init__(self, root: Path, split: str):
+    def __init__(self, root: Path, split: str, shuffle_seed: int | None = None):
         reader = CocoCaptions(root, split, per_caption=True, load_images=False)
         self.image_ids = list(reader.image_ids)
         index = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self.paths = [str(reader.image_dir / reader.coco.imgs[i]["file_name"]) for i in self.image_ids]
         self.objects = [reader.coco.imgs[i].get("objects", []) for i in self.image_ids]
         self.references = [[a["caption"] for a in reader.coco.imgToAnns[i]] for i in self.image_ids]
+        self.domains = [reader.coco.imgs[i].get("domain", "") for i in self.image_ids]
         self.items = [{"image": index[reader.coco.anns[c]["image_id"]], "caption": reader.coco.anns[c]["caption"],
                        "split": split} for c in reader.caption_ids]
+        if shuffle_seed is not None:
+            order = torch.randperm(len(self.image_ids), generator=torch.Generator().manual_seed(shuffle_seed))
+            self.items = [{**it, "image": int(order[it["image"]])} for it in self.items]
         self.features: Tensor | None = None  # [images, N, C], set by the task's prepare_model
 
     def __len__(self) -> int:
@@ -402,6 +409,17 @@ def _vqa_split(root: Path, split: str) -> VQAv2 | None:
     return VQAv2(root, split, image_dir=str(root / split), load_images=False)
 
 
+def _shot_examples(train: CaptionSet | None, root: Path, split: str) -> list[tuple[ImageFeatures, str, str]]:
+    """The training split's VQA questions as few-shot examples ``(image features, question, answer)``."""
+    vqa = _vqa_split(root, split) if train is not None and train.features is not None else None
+    if vqa is None:
+        return []
+    index = {image_id: i for i, image_id in enumerate(train.image_ids)}
+    return [(ImageFeatures(train.features[index[q["image_id"]]]), q["question"],
+             vqa.annotations[q["question_id"]]["multiple_choice_answer"]) for q in vqa.questions
+            if q["image_id"] in index]
+
+
 def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any], references: Sequence[Sequence[str]],
                       objects: Sequence[Sequence[dict]] = (), prompt: str = CAPTION_PROMPT, batch_size: int = 16,
                       **generate_kwargs: Any) -> dict[str, float]:
@@ -424,7 +442,10 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
     if cfg.max_caption_tokens < 1:
         raise ConfigError(f"task_args.max_caption_tokens must be >= 1, got {cfg.max_caption_tokens}")
     names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
-    splits = {k: CaptionSet(root, v) if v else None for k, v in names.items()}
+    splits = {k: CaptionSet(root, v, 0 if (k == "train" and cfg.shuffle_pairs) else None) if v else None
+              for k, v in names.items()}
+    if any(k < 0 for k in cfg.vqa_shots):
+        raise ConfigError(f"task_args.vqa_shots must be >= 0, got {cfg.vqa_shots}")
     cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else root / "limber_features"
     state: dict[str, Any] = {}
 
@@ -454,24 +475,47 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
             return {}
         count = len(data.paths) if cfg.eval_images <= 0 else min(cfg.eval_images, len(data.paths))
         images = [ImageFeatures(data.features[i]) for i in range(count)]
+        generate = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams}
         metrics = evaluate_captions(model, state["tokenizer"], images, data.references[:count], data.objects[:count],
-                                    cfg.caption_prompt, max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
+                                    cfg.caption_prompt, **generate)
+        domains = sorted(set(data.domains[:count]) - {""})
+        if len(domains) > 1:  # the compositional split: each domain on its own
+            for domain in domains:
+                keep = [i for i in range(count) if data.domains[i] == domain]
+                part = evaluate_captions(model, state["tokenizer"], [images[i] for i in keep],
+                                         [data.references[i] for i in keep],
+                                         [data.objects[i] for i in keep] if data.objects[0] else (),
+                                         cfg.caption_prompt, **generate)
+                metrics.update({f"{k}/{domain}": v for k, v in part.items()})
         vqa = _vqa_split(root, names[split])
         if vqa is not None:
-            index = {image_id: i for i, image_id in enumerate(data.image_ids)}
-            questions = [q for q in vqa.questions if q["image_id"] in index]
-            questions = questions if cfg.eval_questions <= 0 else questions[: cfg.eval_questions]
+            metrics.update(evaluate_vqa(model, data, vqa))
+        return metrics
+
+    def evaluate_vqa(model: nn.Module, data: CaptionSet, vqa: VQAv2) -> dict[str, float]:
+        index = {image_id: i for i, image_id in enumerate(data.image_ids)}
+        questions = [q for q in vqa.questions if q["image_id"] in index]
+        questions = questions if cfg.eval_questions <= 0 else questions[: cfg.eval_questions]
+        examples = _shot_examples(splits["train"], root, names["train"]) if max(cfg.vqa_shots, default=0) else []
+        metrics = {}
+        for shots in cfg.vqa_shots:
+            if shots and not examples:
+                continue
             scores = []
             for start in range(0, len(questions), 16):
                 chunk = questions[start : start + 16]
-                prompts = vqa_prompts([ImageFeatures(data.features[index[q["image_id"]]]) for q in chunk],
-                                      [q["question"] for q in chunk])
-                answers = generate_text(model, prompts, state["tokenizer"], max_new_tokens=8)
-                for q, answer in zip(chunk, answers):
+                answers = []
+                for i, q in enumerate(chunk):  # each question gets its own shots (a fixed rotation of the examples)
+                    first = (start + i) * shots
+                    context = [examples[(first + j) % len(examples)] for j in range(shots)]
+                    answers.append(vqa_prompts([ImageFeatures(data.features[index[q["image_id"]]])], [q["question"]],
+                                               context)[0])
+                texts = generate_text(model, answers, state["tokenizer"], max_new_tokens=8)
+                for q, answer in zip(chunk, texts):
                     humans = [a["answer"] for a in vqa.annotations[q["question_id"]]["answers"]]
                     scores.append(vqa_accuracy(truncate_answer(answer), humans))
             if scores:
-                metrics["vqa_accuracy"] = 100 * sum(scores) / len(scores)
+                metrics[f"vqa_accuracy_{shots}shot"] = 100 * sum(scores) / len(scores)
         return metrics
 
     return Task(train_set=splits["train"], val_set=splits["val"], test_set=splits["test"], collate=collate,

@@ -219,7 +219,7 @@ def test_vqa_prompts_interleave_shots_and_answers_stop_at_newline_or_period():
 
 def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenizer, tmp_path):
     task = build_task("limber_caption", {"root": str(corpus), "feature_cache": str(tmp_path), "eval_images": 4,
-                                         "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of"})
+                                         "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of", "vqa_shots": [0, 2]})
     model = _model(tokenizer)
     task.prepare_model(model)
     batch = task.collate([task.train_set[i] for i in range(3)])
@@ -227,7 +227,7 @@ def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenize
     loss, _ = task.loss(model, batch)
     assert torch.isfinite(loss)
     metrics = task.evaluate(model.eval(), "val")
-    assert {"cider_d", "bleu4", "shape_accuracy", "colour_accuracy", "count_accuracy", "vqa_accuracy"} <= set(metrics)
+    assert {"cider_d", "bleu4", "shape_accuracy", "colour_accuracy", "count_accuracy", "vqa_accuracy_0shot", "vqa_accuracy_2shot", "cider_d/out-domain", "shape_accuracy/in-domain"} <= set(metrics)
 
 
 def test_text_lm_task_and_its_tokenizer_travel_into_limber(corpus, tmp_path):
@@ -253,3 +253,14 @@ def test_text_lm_task_and_its_tokenizer_travel_into_limber(corpus, tmp_path):
     mmseq.save_pretrained(model, tmp_path / "limber")
     loaded = mmseq.load(tmp_path / "limber")
     assert loaded.tokenizer.encode("a red cube") == lm.tokenizer.encode("a red cube")
+
+
+def test_shuffled_pairing_control_pairs_captions_with_other_images(corpus):
+    plain = build_task("limber_caption", {"root": str(corpus)}).train_set
+    shuffled = build_task("limber_caption", {"root": str(corpus), "shuffle_pairs": True}).train_set
+    assert [it["caption"] for it in plain.items] == [it["caption"] for it in shuffled.items]
+    moved = sum(a["image"] != b["image"] for a, b in zip(plain.items, shuffled.items))
+    assert moved > len(plain.items) // 2
+    # a permutation of the images: each image still has as many captions
+    count = lambda items: sorted(sum(it["image"] == i for it in items) for i in range(len(plain.paths)))  # noqa: E731
+    assert count(plain.items) == count(shuffled.items)
