@@ -82,7 +82,7 @@ class SegmentationOutput:
 
 
 def segmentation_loss(output: SegmentationOutput, target: Tensor, ignore_index: int = 0,
-                      aux_weights: Sequence[float] = AUX_WEIGHTS) -> Tensor:
+                      aux_weights: Sequence[float] = AUX_WEIGHTS, class_weights: Tensor | None = None) -> Tensor:
     """Cross-entropy of the main logits plus ``aux_weights[i]`` times that of each auxiliary output.
 
     Args:
@@ -90,15 +90,20 @@ def segmentation_loss(output: SegmentationOutput, target: Tensor, ignore_index: 
         target: class ids ``[B, H, W]``; pixels equal to ``ignore_index`` (void) are left out of every term.
         ignore_index: the void id (0 in AdapNet++'s label sets, 255 for Cityscapes train ids).
         aux_weights: one weight per auxiliary output (AdapNet++: 0.6 for the 1/4 head, 0.5 for the 1/8 head).
+        class_weights: ``[classes]`` weight of each target class in every term (torch's weighted mean: the sum of
+            weighted pixel losses over the sum of the weights of the non-void pixels); None: all 1.
     """
     if target.shape != output.logits.shape[:1] + output.logits.shape[2:]:
         raise InputError(f"segmentation target {list(target.shape)} does not match the logits "
                          f"{list(output.logits.shape)} (expected [B, H, W])")
     if output.aux and len(output.aux) != len(aux_weights):
         raise ConfigError(f"{len(output.aux)} auxiliary outputs but {len(aux_weights)} aux_weights")
-    loss = F.cross_entropy(output.logits, target, ignore_index=ignore_index)
-    for weight, aux in zip(aux_weights, output.aux):
-        loss = loss + weight * F.cross_entropy(aux, target, ignore_index=ignore_index)
+    if class_weights is not None and class_weights.shape != output.logits.shape[1:2]:
+        raise ConfigError(f"{len(class_weights)} class weights for {output.logits.shape[1]} classes")
+    weight = None if class_weights is None else class_weights.to(output.logits.device, torch.float32)
+    loss = F.cross_entropy(output.logits.float(), target, weight=weight, ignore_index=ignore_index)
+    for factor, aux in zip(aux_weights, output.aux):
+        loss = loss + factor * F.cross_entropy(aux.float(), target, weight=weight, ignore_index=ignore_index)
     return loss
 
 

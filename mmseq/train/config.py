@@ -10,6 +10,7 @@ init_from:                     # start from another checkpoint's weights (any fo
   checkpoint: runs/pretrain/best
   exclude: ["decoder_postnet.*"]
   strict: false
+init_also: []                  # more checkpoints loaded after init_from, each with its own filters (two experts)
 freeze:                        # parameters to keep fixed: for the whole run, or the first N optimizer steps
   - {params: "encoder.*", until_step: 13000}
 optim: {lr: 1.0e-3, param_groups: [{params: "decoder_prenet.*", lr: 3.0e-3}]}
@@ -58,14 +59,17 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "linear"  # constant | linear | cosine | noam | exponential (all with linear warmup)
+    name: str = "linear"  # constant | linear | cosine | noam | exponential | poly (all with linear warmup)
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # floor of linear / cosine decay, as a fraction of optim.lr
     gamma: float = 0.999  # exponential: the rate is multiplied by gamma every decay_steps steps (HiFi-GAN)
     decay_steps: int = 1000  # exponential: steps between decays (HiFi-GAN decays once per epoch)
+    power: float = 0.9  # poly: the rate is multiplied by (1 - progress) ** power (DeepLab, AdapNet++)
 
     def __post_init__(self) -> None:
-        check_choice("schedule.name", self.name, ["constant", "linear", "cosine", "noam", "exponential"])
+        check_choice("schedule.name", self.name, ["constant", "linear", "cosine", "noam", "exponential", "poly"])
+        if self.power <= 0:
+            raise ConfigError(f"schedule.power must be > 0, got {self.power}")
         if not 0 < self.gamma <= 1 or self.decay_steps < 1:
             raise ConfigError(f"schedule.gamma must lie in (0, 1] and schedule.decay_steps be >= 1, got "
                               f"{self.gamma} and {self.decay_steps}")
@@ -141,6 +145,9 @@ class RunConfig:
     task_args: dict[str, Any] = field(default_factory=dict)
     model_args: dict[str, Any] = field(default_factory=dict)
     init_from: InitFromConfig = field(default_factory=InitFromConfig)
+    # More starting checkpoints, loaded after init_from in order, each filtered and renamed by its own settings
+    # (SSMA's second stage starts its RGB and depth streams from two unimodal experts).
+    init_also: list[InitFromConfig] = field(default_factory=list)
     freeze: list[FreezeConfig] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
     # The optimizer of a task's adversary (a GAN's discriminator, tasks.base.Adversary), used by such tasks only;

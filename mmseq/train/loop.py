@@ -257,6 +257,7 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     if task.prepare_model is not None:
         task.prepare_model(model)
     init_report = init_from(model, cfg.init_from)
+    also_reports = [init_from(model, extra) for extra in cfg.init_also]
     model = model.to(device)
     freezer = Freezer(model, cfg.freeze)
     always_frozen = freezer.always_frozen()  # left out of the optimizer; those frozen for a while stay in it
@@ -303,8 +304,9 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
         record["task"] = record["task"] or "(given to train())"
         record["model"] = record["model"] or model.mmseq_config["builder"]
         OmegaConf.save(OmegaConf.create(record), out_dir / "config.yaml")
-        if init_report is not None:
-            print(init_report.summary())
+        for report in (init_report, *also_reports):
+            if report is not None:
+                print(report.summary())
     log = RunLog(out_dir, dist.is_main, progress.step)
     callbacks = [*task.callbacks, *callbacks]
 
@@ -454,12 +456,13 @@ def _train(cfg: RunConfig, task: Task | None, model: nn.Module | None, callbacks
     summary: dict[str, Any] = {}
     if dist.is_main:
         summary = _finish(model, task, cfg, device, progress, metrics, callbacks, out_dir, time.time() - started,
-                          init_report)
+                          init_report, [r for r in also_reports if r is not None])
     return summary
 
 
 def _finish(model: nn.Module, task: Task, cfg: RunConfig, device: torch.device, progress: Progress,
-            val: dict[str, Any], callbacks: list[Callback], out_dir: Path, seconds: float, init_report) -> dict:
+            val: dict[str, Any], callbacks: list[Callback], out_dir: Path, seconds: float,
+            init_report, also_reports: list) -> dict:
     """The end of a run on rank 0: test the best model, write ``metrics.json`` and curves, run callbacks."""
     tc = cfg.trainer
     best_model = load(out_dir / "best").to(device) if (out_dir / "best").is_dir() else None
@@ -475,9 +478,14 @@ def _finish(model: nn.Module, task: Task, cfg: RunConfig, device: torch.device, 
     }
     if progress.best is not None:
         summary["best"] = {"metric": tc.best_metric, "value": progress.best, "step": progress.best_step}
+
+    def record(r) -> dict[str, Any]:
+        return {"checkpoint": r.checkpoint, "loaded": r.loaded, "missing": r.missing, "unexpected": r.unexpected}
+
     if init_report is not None:
-        summary["init_from"] = {"checkpoint": init_report.checkpoint, "loaded": init_report.loaded,
-                                "missing": init_report.missing, "unexpected": init_report.unexpected}
+        summary["init_from"] = record(init_report)
+    if also_reports:
+        summary["init_also"] = [record(r) for r in also_reports]
     if task.test_set is not None:
         summary["test"] = evaluate(best_model if best_model is not None else model, task, "test", tc, device)
     run = RunContext(out_dir, progress.step, model, task, cfg, best_model)

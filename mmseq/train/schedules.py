@@ -1,5 +1,5 @@
 """Optimizers with parameter groups, and learning-rate schedules (linear warmup, then constant / linear / cosine /
-Noam / exponential)."""
+Noam / exponential / poly)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def lr_factor(step: int, cfg: ScheduleConfig, max_steps: int) -> float:
     floor = cfg.min_lr_ratio
     if cfg.name == "linear":
         return floor + (1.0 - floor) * (1.0 - progress)
+    if cfg.name == "poly":  # (1 - progress) ** power, as DeepLab and AdapNet++ decay
+        return floor + (1.0 - floor) * (1.0 - progress) ** cfg.power
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
 
 

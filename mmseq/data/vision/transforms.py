@@ -44,7 +44,7 @@ from mmseq.errors import ConfigError, InputError
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "Transform", "item_generator", "Compose", "TransformedDataset", "Resize",
-    "RandomScale", "RandomCrop", "CenterCrop", "RandomResizedCrop", "RandomHorizontalFlip", "Normalize",
+    "RandomScale", "RandomCrop", "CenterCrop", "RandomResizedCrop", "RandomHorizontalFlip", "ColourJitter", "Normalize",
     "NormalizeDepth", "DepthToJet", "DepthToHHA", "normalize_depth", "jet_colormap", "colorize_depth_jet",
     "depth_to_points", "surface_normals", "hha_encode", "camera_up_from_pose", "image_train_transform",
     "image_eval_transform", "rgbd_train_transform", "rgbd_eval_transform",
@@ -335,6 +335,33 @@ class RandomHorizontalFlip(_Geometric):
             k = out["intrinsics"].clone()
             k[0, 2] = w - 1 - k[0, 2]
             out["intrinsics"] = k
+        return out
+
+
+class ColourJitter:
+    """Random brightness, contrast and saturation of the RGB image only (depth and labels untouched).
+
+    Each factor is drawn uniformly from ``[1 - s, 1 + s]`` for its strength ``s`` (0: left out) and applied in that
+    order through ``torchvision.transforms.v2.functional``, on the ``uint8`` (or float in [0, 1]) image of ``key``.
+    """
+
+    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 key: str = "image") -> None:
+        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if not 0 <= value < 1:
+                raise ConfigError(f"ColourJitter {name} must lie in [0, 1), got {value}")
+        self.strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+        self.key = key
+
+    def __call__(self, sample: Sample, generator: torch.Generator) -> Sample:
+        out = dict(sample)
+        x = out[self.key]
+        adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+                  "saturation": F.adjust_saturation}
+        for name, strength in self.strengths.items():
+            if strength > 0:
+                x = adjust[name](x, _uniform(generator, 1 - strength, 1 + strength))
+        out[self.key] = x
         return out
 
 
