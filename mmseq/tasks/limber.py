@@ -58,6 +58,7 @@ from mmseq.nn.attention import lengths_to_padding_mask
 from mmseq.tasks.base import ListDataset, Ratio, Task, register_task
 
 CAPTION_PROMPT = "A picture of"
+BASE_ALPHABET = "abcdefghijklmnopqrstuvwxyz 0123456789 . , : ; ? ! ' - Q A"
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -563,7 +564,8 @@ def limber_text_lm(cfg: LimberTextLMConfig) -> Task:
     root = Path(cfg.root)
     train = split_texts(root, cfg.train_split, cfg.questions)
     val = split_texts(root, cfg.val_split, cfg.questions) if cfg.val_split else None
-    tokenizer = SpeechT5CharTokenizer.train(train + [CAPTION_PROMPT])
+    # the lower-case alphabet, digits and punctuation always, so the vocabulary size does not depend on the split
+    tokenizer = SpeechT5CharTokenizer.train(train + [CAPTION_PROMPT, BASE_ALPHABET])
 
     def prepare_model(model: nn.Module) -> None:
         if not isinstance(model, DecoderOnlyModel):
