@@ -119,7 +119,7 @@ def encoder_fingerprint(model: LimberModel) -> str:
                              sort_keys=True).encode())
     for name, tensor in sorted(enc.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -264,3 +264,18 @@ def test_shuffled_pairing_control_pairs_captions_with_other_images(corpus):
     # a permutation of the images: each image still has as many captions
     count = lambda items: sorted(sum(it["image"] == i for it in items) for i in range(len(plain.paths)))  # noqa: E731
     assert count(plain.items) == count(shuffled.items)
+
+
+def test_fingerprint_covers_batch_norm_buffers():
+    """A timm encoder with batch norm (0-d ``num_batches_tracked`` buffers): hashed, stable, and its statistics
+    count."""
+    spec = {"library": "timm", "name": "test_resnet", "image_size": 32}
+    torch.manual_seed(0)
+    model = mmseq.create_model("limber", encoder=spec)
+    assert encoder_fingerprint(model) == encoder_fingerprint(model)
+    torch.manual_seed(0)
+    other = mmseq.create_model("limber", encoder=spec)
+    assert encoder_fingerprint(other) == encoder_fingerprint(model)
+    name = next(n for n, _ in other.encoder.named_buffers() if n.endswith("running_mean"))
+    other.encoder.get_buffer(name).add_(1.0)
+    assert encoder_fingerprint(other) != encoder_fingerprint(model)
