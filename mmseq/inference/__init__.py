@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmseq.checkpoint import load
 from mmseq.errors import ConfigError, InputError, unknown_choice
 from mmseq.inference.precision import DTYPES, set_precision
+from mmseq.inference.segmentation import SegmentationPipeline
 from mmseq.inference.speech import (SpeakerIdPipeline, SpeechToSpeechPipeline, SpeechToTextPipeline,
                                     TextToSpeechPipeline)
 from mmseq.inference.vision_text import ImageToTextPipeline, VQAPipeline
@@ -18,10 +19,13 @@ from mmseq.inference.vision_text import ImageToTextPipeline, VQAPipeline
 PIPELINES = {"asr": SpeechToTextPipeline, "st": SpeechToTextPipeline, "tts": TextToSpeechPipeline,
              "vc": SpeechToSpeechPipeline, "se": SpeechToSpeechPipeline, "sid": SpeakerIdPipeline,
              "image-to-text": ImageToTextPipeline, "vqa": VQAPipeline}
+PIPELINES["segmentation"] = SegmentationPipeline
 # What a model must read and write for each task (the ``reads`` / ``writes`` of mmseq.models.compose).
 TASK_MODALITIES = {"asr": ("waveform", "text"), "st": ("waveform", "text"), "tts": ("text", "mel"),
                    "vc": ("waveform", "mel"), "se": ("waveform", "mel"), "sid": ("waveform", "classes"),
                    "image-to-text": ("image", "text"), "vqa": ("image", "text")}
+# A tuple of reads: any of them (segmentation models read RGB, depth or both).
+TASK_MODALITIES["segmentation"] = (("rgb", "depth", "rgb+depth"), "segmentation")
 
 
 def _as_model(model: Any, what: str) -> nn.Module:
@@ -37,7 +41,8 @@ def check_fits(task: str, model: nn.Module, source: Any) -> None:
     not on its first call)."""
     reads, writes = getattr(model, "reads", None), getattr(model, "writes", None)
     need_reads, need_writes = TASK_MODALITIES[task]
-    if (reads, writes) != (need_reads, need_writes):
+    reads_fit = reads in need_reads if isinstance(need_reads, tuple) else reads == need_reads
+    if not reads_fit or writes != need_writes:
         builder = getattr(model, "mmseq_config", {}).get("builder", type(model).__name__)
         where = f"{str(source)!r} ({builder})" if isinstance(source, (str, Path)) else builder
         raise ConfigError(f"pipeline {task!r} needs a model that reads {need_reads} and writes {need_writes}; "

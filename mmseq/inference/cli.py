@@ -28,6 +28,8 @@ def _run(args: argparse.Namespace) -> int:
                       num_beams=args.num_beams)
     if args.task in ("tts", "vc", "se"):
         kwargs.update(speaker_embeddings=args.speaker, max_len_ratio=args.max_len_ratio)
+    if args.task == "segmentation":
+        return _segment(pipe, args)
     outputs = pipe(list(args.inputs), **kwargs)
     if args.task in ("tts", "vc", "se"):
         out = Path(args.out)
@@ -39,6 +41,18 @@ def _run(args: argparse.Namespace) -> int:
         for item, result in zip(args.inputs, outputs):
             print(f"{item}\t{result['label']}\t{result['score']:.4f}" if isinstance(result, dict)
                   else f"{item}\t{result}")
+    return 0
+
+
+def _segment(pipe, args: argparse.Namespace) -> int:
+    """``mmseq infer segmentation RGB... [--depth D...]``: one overlay PNG per image in --out, and its path."""
+    if args.depth and len(args.depth) != len(args.inputs):
+        raise InputError(f"segmentation: give one --depth per image ({len(args.inputs)}), got {len(args.depth)}")
+    results = pipe(list(args.inputs), args.depth or None, mode=args.mode, size=args.size, window=args.window,
+                   stride=args.stride, depth_encoding=args.depth_encoding, max_depth=args.max_depth,
+                   depth_scale=args.depth_scale, out=args.out)
+    for item, result in zip(args.inputs, results):
+        print(f"{item}\t{result['overlay']}")
     return 0
 
 
@@ -58,4 +72,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--max-len-ratio", type=float, default=20.0)
+    seg = p.add_argument_group("segmentation")
+    seg.add_argument("--depth", action="append", help="depth per image (.npy metres, or PNG x --depth-scale)")
+    seg.add_argument("--mode", default="whole", choices=["whole", "sliding"])
+    seg.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="whole mode: resize to this first")
+    seg.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), default=[384, 768])
+    seg.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="sliding mode (default: half a window)")
+    seg.add_argument("--depth-encoding", default="linear", choices=["linear", "inverse", "jet", "hha"])
+    seg.add_argument("--max-depth", type=float, default=60.0)
+    seg.add_argument("--depth-scale", type=float, default=1.0, help="metres per PNG depth value")
     p.set_defaults(run=_run)
