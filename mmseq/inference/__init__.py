@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmseq.checkpoint import load
 from mmseq.errors import ConfigError, InputError, unknown_choice
 from mmseq.inference.precision import DTYPES, set_precision
+from mmseq.inference.points import PointCloudClassificationPipeline
 from mmseq.inference.segmentation import SegmentationPipeline
 from mmseq.inference.speech import (SpeakerIdPipeline, SpeechToSpeechPipeline, SpeechToTextPipeline,
                                     TextToSpeechPipeline)
@@ -20,12 +21,14 @@ PIPELINES = {"asr": SpeechToTextPipeline, "st": SpeechToTextPipeline, "tts": Tex
              "vc": SpeechToSpeechPipeline, "se": SpeechToSpeechPipeline, "sid": SpeakerIdPipeline,
              "image-to-text": ImageToTextPipeline, "vqa": VQAPipeline}
 PIPELINES["segmentation"] = SegmentationPipeline
+PIPELINES["point-cloud-classification"] = PointCloudClassificationPipeline
 # What a model must read and write for each task (the ``reads`` / ``writes`` of mmseq.models.compose).
 TASK_MODALITIES = {"asr": ("waveform", "text"), "st": ("waveform", "text"), "tts": ("text", "mel"),
                    "vc": ("waveform", "mel"), "se": ("waveform", "mel"), "sid": ("waveform", "classes"),
                    "image-to-text": ("image", "text"), "vqa": ("image", "text")}
 # A tuple of reads: any of them (segmentation models read RGB, depth or both).
 TASK_MODALITIES["segmentation"] = (("rgb", "depth", "rgb+depth"), "segmentation")
+TASK_MODALITIES["point-cloud-classification"] = ("points", "classes")
 
 
 def _as_model(model: Any, what: str) -> nn.Module:

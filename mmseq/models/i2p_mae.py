@@ -524,8 +524,8 @@ def point_m2ae_classifier(num_points: int = 2048, num_groups: Sequence[int] = (5
                                num_classes, local_radius, drop_path_rate)
 
 
-TEACHER_TINY = dict(image_size=64, patch_size=8, dim=64, depth=2, num_heads=4, num_classes=10, splat=3)
-"""The embedded teacher of the ``*_tiny`` variants: 64x64 views, 8x8 patches."""
+TEACHER_TINY = dict(image_size=64, patch_size=8, dim=64, depth=2, num_heads=4, num_classes=12, splat=3)
+"""The embedded teacher of the ``*_tiny`` variants: 64x64 views, 8x8 patches, the 12 synthetic classes."""
 TINY = dict(num_points=512, num_groups=(64, 32, 16), group_sizes=(16, 8, 8), encoder_dims=(32, 64, 128),
             encoder_depths=(1, 1, 1), num_heads=4, drop_path_rate=0.0)
 """The reduced size of the ``*_tiny`` hierarchical variants (same three-scale structure) for CPU recipes."""
