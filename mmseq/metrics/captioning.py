@@ -1,5 +1,5 @@
-"""Captioning and VQA metrics: CIDEr-D and BLEU-4 as coco-caption computes them, VQAv2 accuracy, and per-attribute
-accuracy of captions of the synthetic captioned images.
+"""Captioning and VQA metrics: CIDEr-D and BLEU-4 as coco-caption computes them, CLIPScore with an open_clip model
+the user names, VQAv2 accuracy, and per-attribute accuracy of captions of the synthetic captioned images.
 
 CIDEr-D and BLEU-4 are pycocoevalcap's own scorers (``Cider``: df from the scored images' references, sigma 6,
 clipped tf-idf, x10; ``Bleu(4)``: corpus-level, closest reference length). Their inputs are PTB-tokenised text, and
@@ -36,8 +36,8 @@ from mmseq.data.vision.synth_captions import CAPTION_COLOURS, COLOUR_SYNONYMS, N
 from mmseq.data.vision.vqa_eval import normalize_answer, vqa_accuracy, vqa_evaluate
 from mmseq.errors import InputError
 
-__all__ = ["PTB_DROPPED_TOKENS", "attribute_accuracy", "bleu4", "caption_scores", "cider_d", "normalize_answer",
-           "ptb_tokenize", "vqa_accuracy", "vqa_evaluate"]
+__all__ = ["PTB_DROPPED_TOKENS", "CLIPScorer", "attribute_accuracy", "bleu4", "caption_scores", "cider_d",
+           "clip_score", "normalize_answer", "ptb_tokenize", "vqa_accuracy", "vqa_evaluate"]
 
 # What pycocoevalcap removes after PTB tokenisation, plus the raw characters PTB escapes into removed tokens.
 PTB_DROPPED_TOKENS = frozenset({"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'})
@@ -93,6 +93,60 @@ def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> flo
 def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """``{"cider_d": ..., "bleu4": ...}`` of the same captions."""
     return {"cider_d": cider_d(hypotheses, references), "bleu4": bleu4(hypotheses, references)}
+
+
+# ---------------------------------------------------------------------------------------------------- CLIPScore
+def clip_score(image_features: Any, text_features: Any, weight: float = 2.5) -> float:
+    """Mean CLIPScore (Hessel et al. 2021) of paired embeddings ``[N, E]``: ``weight * max(cos(image, text), 0)``
+    per pair, ``weight`` 2.5 as in the paper (torchmetrics' ``CLIPScore`` reports ``100 * max(cos, 0)``)."""
+    import torch
+
+    image_features, text_features = torch.as_tensor(image_features).float(), torch.as_tensor(text_features).float()
+    if image_features.dim() != 2 or image_features.shape != text_features.shape:
+        raise InputError(f"clip_score needs paired [N, E] embeddings, got {list(image_features.shape)} and "
+                         f"{list(text_features.shape)}")
+    cos = torch.nn.functional.cosine_similarity(image_features, text_features, dim=-1)
+    return float((weight * cos.clamp(min=0)).mean())
+
+
+class CLIPScorer:
+    """CLIPScore of captions against their images with an open_clip model the user names, weights from a local
+    file: ``CLIPScorer("ViT-B-32", pretrained="/models/clip_vit_b32.pt")`` (None: random weights, for tests).
+
+    ``scorer(images, captions)``: images as paths or PIL images, one caption each; returns the mean score.
+    """
+
+    def __init__(self, name: str, pretrained: str | None = None, device: str = "cpu", weight: float = 2.5):
+        import open_clip
+
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
+                                                                               device=device)
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self.device, self.weight = device, weight
+
+    def embed(self, images: Sequence[Any], captions: Sequence[str]):
+        """Image and text embeddings ``[N, E]`` of the pairs."""
+        import torch
+        from PIL import Image
+
+        if isinstance(captions, str) or len(images) != len(captions):
+            raise InputError(f"{len(images)} images but {1 if isinstance(captions, str) else len(captions)} captions")
+        pixels = []
+        for i, image in enumerate(images):
+            if not hasattr(image, "convert"):
+                try:
+                    image = Image.open(image)
+                except (OSError, TypeError) as e:
+                    raise InputError(f"image {i}: cannot read {image!r} ({e})") from None
+            pixels.append(self.preprocess(image.convert("RGB")))
+        with torch.no_grad():
+            image_features = self.model.encode_image(torch.stack(pixels).to(self.device))
+            text_features = self.model.encode_text(self.tokenizer(list(captions)).to(self.device))
+        return image_features, text_features
+
+    def __call__(self, images: Sequence[Any], captions: Sequence[str]) -> float:
+        return clip_score(*self.embed(images, captions), weight=self.weight)
 
 
 # --------------------------------------------------------------------------------- synthetic-caption attributes

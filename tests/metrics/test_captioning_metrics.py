@@ -111,3 +111,41 @@ def test_attribute_accuracy_on_synthetic_style_captions():
     assert partial["shape_recall"] == pytest.approx(0.75) and partial["count_accuracy"] == 0.5
     with pytest.raises(InputError, match="2 captions but object lists for 1"):
         attribute_accuracy(right, objects[:1])
+
+
+def test_clip_score_is_weighted_clipped_cosine():
+    import torch
+
+    from mmseq.metrics import clip_score
+
+    image = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    text = torch.tensor([[1.0, 1.0], [-1.0, 0.2], [0.0, 3.0]])
+    # cos: 1/sqrt(2), negative -> 0, 1
+    assert clip_score(image, text) == pytest.approx(2.5 * (2 ** -0.5 + 0 + 1) / 3)
+    assert clip_score(image, text, weight=100) == pytest.approx(100 * (2 ** -0.5 + 1) / 3)
+    with pytest.raises(InputError, match="paired"):
+        clip_score(image, text[:2])
+
+
+def test_clip_scorer_uses_the_named_model_from_a_local_file(tmp_path):
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from mmseq.metrics import CLIPScorer
+
+    torch.manual_seed(0)
+    source, _, preprocess = open_clip.create_model_and_transforms("ViT-S-32")
+    torch.save(source.state_dict(), tmp_path / "clip.pt")
+    scorer = CLIPScorer("ViT-S-32", pretrained=str(tmp_path / "clip.pt"))
+    images = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    images[1].save(tmp_path / "blue.png")
+    captions = ["a red square", "a blue square"]
+    source.eval()
+    with torch.no_grad():
+        img = source.encode_image(torch.stack([preprocess(i) for i in images]))
+        txt = source.encode_text(open_clip.get_tokenizer("ViT-S-32")(captions))
+    cos = torch.nn.functional.cosine_similarity(img, txt).clamp(min=0)
+    assert scorer([images[0], tmp_path / "blue.png"], captions) == pytest.approx(float(2.5 * cos.mean()), rel=1e-5)
+    with pytest.raises(InputError, match="2 images but 1 captions"):
+        scorer(images, captions[:1])
