@@ -7,7 +7,7 @@ its scored tokens, the batch loss the mean over items. LiMBeR's optimiser (for t
 lr 8e-4, betas (0.9, 0.95), 100 warmup steps, gradient clipping 1.0.
 
 **Frozen features, cached.** The encoder is frozen, so its features of every image are computed once
-(``prepare_model``, before training) and stored on disk (``<feature_cache>/<split>.<fingerprint>.pt``); the
+(on a split's first batch or evaluation, so after any ``init_from`` that loads the encoder) and stored on disk (``<feature_cache>/<split>.<fingerprint>.pt``); the
 fingerprint hashes the encoder (its class, feature kind, output width, and every weight) and the image transform
 (size, normalisation), so a changed encoder or transform makes a new file. The on-disk conventions are those of
 :mod:`mmseq.data.feature_cache` (atomic write, ``torch.load(weights_only=True)``, an in-memory copy, a
@@ -335,7 +335,7 @@ class LimberCaptionConfig:
     test_split: str = ""  # "" : no test split
     feature_cache: str = ""  # folder of cached encoder features; "" : <root>/limber_features
     encode_batch_size: int = 32
-    encode_device: str = ""  # where features are computed once; "" : CUDA when available
+    encode_device: str = ""  # where features are computed once; "" : the model's device
     train_prompt: str = ""  # text between the image and the caption in training (not scored)
     caption_prompt: str = CAPTION_PROMPT
     max_caption_tokens: int = 64
@@ -365,7 +365,7 @@ class CaptionSet(Dataset):
         if shuffle_seed is not None:
             order = torch.randperm(len(self.image_ids), generator=torch.Generator().manual_seed(shuffle_seed))
             self.items = [{**it, "image": int(order[it["image"]])} for it in self.items]
-        self.features: Tensor | None = None  # [images, N, C], set by the task's prepare_model
+        self.features: Tensor | None = None  # [images, N, C], set by the task on first use
 
     def __len__(self) -> int:
         return len(self.items)
@@ -374,10 +374,10 @@ class CaptionSet(Dataset):
         return self.items[i]
 
 
-def caption_batch(tokenizer: Any, features: Tensor, captions: Sequence[str], prompt: str = "",
+def caption_batch(tokenizer: Any, features: Tensor | None, captions: Sequence[str], prompt: str = "",
                   max_caption_tokens: int = 64) -> dict[str, Tensor]:
-    """``features [B, N, C]``; ``tokens [B, L]`` = prompt + caption + EOS (right-padded with the pad id),
-    ``lengths [B]``, and ``scored [B, L]``: True at caption and EOS tokens only."""
+    """``features [B, N, C]`` as given (None: left out); ``tokens [B, L]`` = prompt + caption + EOS (right-padded
+    with the pad id), ``lengths [B]``, and ``scored [B, L]``: True at caption and EOS tokens only."""
     prompt_ids = tokenizer.encode(prompt, add_eos=False) if prompt else []
     rows, scored = [], []
     for caption in captions:
@@ -389,7 +389,10 @@ def caption_batch(tokenizer: Any, features: Tensor, captions: Sequence[str], pro
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
     for i, (r, s) in enumerate(zip(rows, scored)):
         tokens[i, : len(r)], mask[i, : len(s)] = torch.tensor(r), torch.tensor(s)
-    return {"features": features, "tokens": tokens, "lengths": torch.tensor([len(r) for r in rows]), "scored": mask}
+    batch = {"tokens": tokens, "lengths": torch.tensor([len(r) for r in rows]), "scored": mask}
+    if features is not None:
+        batch["features"] = features
+    return batch
 
 
 def limber_caption_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
@@ -454,26 +457,40 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         if not isinstance(model, LimberModel):
             raise ConfigError(f"limber_caption trains a LiMBeR model, got {type(model).__name__}")
         state["tokenizer"] = _tokenizer_of(model, None)
-        device = torch.device(cfg.encode_device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        for key, data in splits.items():
-            if data is not None:
-                data.features = cached_features(model, data.paths, cache_dir / names[key], cfg.encode_batch_size,
-                                                device)
 
-    by_name = {names[k]: data for k, data in splits.items() if data is not None}
+    def features_of(model: nn.Module, key: str) -> Tensor:
+        """The split's frozen features, computed (or read from the disk cache) on first use: after the loop's
+        ``init_from``, which runs after ``prepare_model`` and may load the encoder's weights."""
+        data = splits[key]
+        if data.features is None:
+            model = getattr(model, "module", model)  # DDP
+            device = torch.device(cfg.encode_device) if cfg.encode_device else next(model.parameters()).device
+            data.features = cached_features(model, data.paths, cache_dir / names[key], cfg.encode_batch_size,
+                                            device)
+        return data.features
+
+    split_keys = {names[k]: k for k, data in splits.items() if data is not None}
+    split_codes = {k: i for i, k in enumerate(splits)}
 
     def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
-        data = by_name[items[0]["split"]]
-        if data.features is None or "tokenizer" not in state:
-            raise ConfigError("limber_caption's features are computed by its prepare_model, run before training")
-        feats = data.features[torch.tensor([it["image"] for it in items])]
-        return caption_batch(state["tokenizer"], feats, [it["caption"] for it in items], cfg.train_prompt,
-                             cfg.max_caption_tokens)
+        if "tokenizer" not in state:
+            raise ConfigError("limber_caption needs its prepare_model run on the model before batching")
+        batch = caption_batch(state["tokenizer"], None, [it["caption"] for it in items], cfg.train_prompt,
+                              cfg.max_caption_tokens)
+        batch["image"] = torch.tensor([it["image"] for it in items])
+        batch["split"] = torch.tensor(split_codes[split_keys[items[0]["split"]]])
+        return batch
+
+    def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
+        key = list(splits)[int(batch["split"])]
+        features = features_of(model, key)[batch["image"].cpu()].to(batch["tokens"].device)
+        return limber_caption_loss(model, {**batch, "features": features})
 
     def evaluate(model: nn.Module, split: str) -> dict[str, float]:
         data = splits[split]
-        if data is None or data.features is None:
+        if data is None:
             return {}
+        features_of(model, split)
         count = len(data.paths) if cfg.eval_images <= 0 else min(cfg.eval_images, len(data.paths))
         images = [ImageFeatures(data.features[i]) for i in range(count)]
         generate = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams}
@@ -497,6 +514,8 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         index = {image_id: i for i, image_id in enumerate(data.image_ids)}
         questions = [q for q in vqa.questions if q["image_id"] in index]
         questions = questions if cfg.eval_questions <= 0 else questions[: cfg.eval_questions]
+        if max(cfg.vqa_shots, default=0) and splits["train"] is not None:
+            features_of(model, "train")
         examples = _shot_examples(splits["train"], root, names["train"]) if max(cfg.vqa_shots, default=0) else []
         metrics = {}
         for shots in cfg.vqa_shots:
@@ -520,7 +539,7 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         return metrics
 
     return Task(train_set=splits["train"], val_set=splits["val"], test_set=splits["test"], collate=collate,
-                loss=limber_caption_loss, evaluate=evaluate, prepare_model=prepare_model,
+                loss=loss, evaluate=evaluate, prepare_model=prepare_model,
                 batch_size_of=lambda batch: len(batch["tokens"]),
                 info={"caption_prompt": cfg.caption_prompt, "train_prompt": cfg.train_prompt})
 

@@ -222,10 +222,19 @@ def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenize
                                          "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of", "vqa_shots": [0, 2]})
     model = _model(tokenizer)
     task.prepare_model(model)
-    batch = task.collate([task.train_set[i] for i in range(3)])
-    assert batch["features"].shape == (3, 1, model.encoder.output_dim)
+    # what the loop's init_from does after prepare_model: load other encoder weights
+    with torch.no_grad():
+        model.encoder.backbone.layers[0].weight.mul_(-2.0)
+    items = [task.train_set[i] for i in range(3)]
+    batch = task.collate(items)
+    model.eval()  # no map dropout: the two losses below compare
     loss, _ = task.loss(model, batch)
-    assert torch.isfinite(loss)
+    features = task.train_set.features  # computed on first use, with the loaded weights
+    assert torch.equal(features, compute_features(model, task.train_set.paths))
+    by_hand = caption_batch(tokenizer, features[torch.tensor([it["image"] for it in items])],
+                            [it["caption"] for it in items], "A picture of")
+    torch.testing.assert_close(loss, limber_caption_loss(model, by_hand)[0])
+    assert list(tmp_path.glob("train2014.*.pt"))
     metrics = task.evaluate(model.eval(), "val")
     assert {"cider_d", "bleu4", "shape_accuracy", "colour_accuracy", "count_accuracy", "vqa_accuracy_0shot", "vqa_accuracy_2shot", "cider_d/out-domain", "shape_accuracy/in-domain"} <= set(metrics)
 
