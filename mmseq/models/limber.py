@@ -545,3 +545,44 @@ def limber_from_pretrained(encoder: dict[str, Any], lm: Any, *, encoder_weights:
     if tokenizer is not None:
         model.tokenizer = tokenizer
     return model
+
+
+# ----------------------------------------------------------------------- an encoder trained on class labels
+class LabelSupervisedEncoder(nn.Module):
+    """A timm backbone (random init) with a linear head over attribute labels: the label-supervised encoder of
+    the paper's comparison (its NFRN50 role), trained on the synthetic images by ``limber_encoder_labels``. Its
+    ``backbone.*`` weights are those of the LiMBeR encoder spec ``{"library": "timm", "name": name}`` (load them
+    with ``init_from: {checkpoint: ..., include: ["backbone.*"], prefix_map: {"backbone.": "encoder.backbone."}}``).
+    """
+
+    reads = "image"
+    writes = "labels"
+
+    def __init__(self, name: str, num_labels: int, image_size: int):
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(name, num_classes=0)
+        self.head = nn.Linear(self.backbone.num_features, num_labels)
+        cfg = self.backbone.pretrained_cfg
+        self.image_size, self.mean, self.std = image_size, tuple(cfg["mean"]), tuple(cfg["std"])
+        # timm ResNets start the last norm of every residual block at zero (zero_init_last): until the first step
+        # moves it, the layers before it in the block get no gradient
+        why = "timm zero_init_last: the block's last norm starts at zero"
+        self.mmseq_unused_parameters = {f"backbone.layer*.*.{layer}.*": why
+                                        for layer in ("conv1", "bn1", "conv2", "bn2", "conv3")}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``images [B, 3, S, S]`` (normalised) -> label logits ``[B, num_labels]``."""
+        return self.head(self.backbone(images))
+
+    def dummy_inputs(self, batch_size: int = 2) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        return {"images": torch.randn(batch_size, 3, self.image_size, self.image_size, generator=g)}
+
+
+@register_model
+def limber_label_encoder(backbone: str = "resnet18", num_labels: int = 24,
+                         image_size: int = 64) -> LabelSupervisedEncoder:
+    """A timm ``backbone`` with a ``num_labels`` head (synthetic captions: 8 colours, 12 shapes, 4 counts)."""
+    return LabelSupervisedEncoder(backbone, num_labels, image_size)

@@ -45,7 +45,9 @@ from torch.utils.data import Dataset
 
 from mmseq.atomic import atomic_file
 from mmseq.data.vision.readers_captions import CocoCaptions, VQAv2
+from mmseq.data.vision.objects import CLASS_NAMES
 from mmseq.data.vision.readers_common import load_image
+from mmseq.data.vision.synth_captions import CAPTION_COLOURS
 from mmseq.data.tokenizers import SpeechT5CharTokenizer, pad_id_lists
 from mmseq.data.vision.transforms import CenterCrop, Compose, Normalize, Resize
 from mmseq.errors import ConfigError, InputError
@@ -53,7 +55,7 @@ from mmseq.generation.mode import generation_mode
 from mmseq.generation.text import beam_search, greedy_search, sample
 from mmseq.metrics.captioning import attribute_accuracy, caption_scores, vqa_accuracy
 from mmseq.models.compose import DecoderOnlyModel
-from mmseq.models.limber import LimberModel
+from mmseq.models.limber import LabelSupervisedEncoder, LimberModel
 from mmseq.nn.attention import lengths_to_padding_mask
 from mmseq.tasks.base import ListDataset, Ratio, Task, register_task
 
@@ -603,3 +605,56 @@ def limber_text_lm(cfg: LimberTextLMConfig) -> Task:
     return Task(train_set=ListDataset(train), val_set=None if val is None else ListDataset(val), collate=collate,
                 loss=text_lm_loss, prepare_model=prepare_model,
                 batch_size_of=lambda batch: len(batch["tokens"]), info={"vocab_size": len(tokenizer)})
+
+
+# ------------------------------------------------------------------- the label-supervised image encoder
+@dataclass
+class LimberEncoderLabelsConfig:
+    root: str = "data/synth_captions"
+    train_split: str = "train2014"
+    val_split: str = "val2014"
+
+
+def attribute_labels(objects: Sequence[dict]) -> Tensor:
+    """Multi-hot ``[24]``: the colours present (8), the shapes present (12), the object count 1-4 (one-hot)."""
+    target = torch.zeros(len(CAPTION_COLOURS) + len(CLASS_NAMES) + 4)
+    for obj in objects:
+        target[CAPTION_COLOURS.index(obj["colour"])] = 1
+        target[len(CAPTION_COLOURS) + CLASS_NAMES.index(obj["shape"])] = 1
+    target[len(CAPTION_COLOURS) + len(CLASS_NAMES) + min(max(len(objects), 1), 4) - 1] = 1
+    return target
+
+
+@register_task(config=LimberEncoderLabelsConfig)
+def limber_encoder_labels(cfg: LimberEncoderLabelsConfig) -> Task:
+    """Train an image encoder on the synthetic images' class labels (colours, shapes, count; binary cross-entropy):
+    the label-supervised encoder LiMBeR then keeps frozen."""
+    root = Path(cfg.root)
+
+    def items(split: str) -> ListDataset:
+        data = CaptionSet(root, split)
+        if not all(data.objects):
+            raise ConfigError(f"limber_encoder_labels needs the synthetic captions' object lists; {split} has none")
+        return ListDataset([(p, attribute_labels(o)) for p, o in zip(data.paths, data.objects)])
+
+    train, val = items(cfg.train_split), items(cfg.val_split) if cfg.val_split else None
+    state: dict[str, Compose] = {}
+
+    def prepare_model(model: nn.Module) -> None:
+        if not isinstance(model, LabelSupervisedEncoder):
+            raise ConfigError(f"limber_encoder_labels trains a limber_label_encoder, got {type(model).__name__}")
+        state["transform"] = Compose([Resize(model.image_size), CenterCrop(model.image_size),
+                                      Normalize(model.mean, model.std)])
+
+    def collate(batch: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
+        images = [state["transform"]({"image": load_image(p)}, torch.Generator())["image"] for p, _ in batch]
+        return {"images": torch.stack(images), "labels": torch.stack([t for _, t in batch])}
+
+    def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
+        logits = model(batch["images"]).float()
+        value = F.binary_cross_entropy_with_logits(logits, batch["labels"])
+        correct = ((logits > 0) == (batch["labels"] > 0.5)).all(-1)
+        return value, {"exact_match": Ratio(float(correct.sum()), float(len(correct)))}
+
+    return Task(train_set=train, val_set=val, collate=collate, loss=loss, prepare_model=prepare_model,
+                batch_size_of=lambda batch: len(batch["labels"]))

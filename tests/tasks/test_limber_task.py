@@ -288,3 +288,31 @@ def test_fingerprint_covers_batch_norm_buffers():
     name = next(n for n, _ in other.encoder.named_buffers() if n.endswith("running_mean"))
     other.encoder.get_buffer(name).add_(1.0)
     assert encoder_fingerprint(other) != encoder_fingerprint(model)
+
+
+def test_label_encoder_task_and_its_backbone_loaded_into_limber(corpus, tokenizer, tmp_path):
+    from mmseq.tasks.limber import attribute_labels
+    from mmseq.train.config import InitFromConfig
+    from mmseq.train.init import init_from
+
+    objects = [{"colour": "red", "shape": "cube"}, {"colour": "red", "shape": "table"}]
+    target = attribute_labels(objects)
+    assert target.sum() == 4 and target[0] == 1 and target[8] == 1 and target[8 + 11] == 1 and target[8 + 12 + 1] == 1
+    task = build_task("limber_encoder_labels", {"root": str(corpus)})
+    torch.manual_seed(0)
+    encoder = mmseq.create_model("limber_label_encoder", backbone="test_resnet", image_size=32)
+    task.prepare_model(encoder)
+    batch = task.collate([task.train_set[i] for i in range(4)])
+    assert batch["images"].shape == (4, 3, 32, 32) and batch["labels"].shape == (4, 24)
+    loss, _ = task.loss(encoder, batch)
+    assert torch.isfinite(loss)
+    mmseq.save_pretrained(encoder, tmp_path / "enc")
+    model = mmseq.create_model("limber", encoder={"library": "timm", "name": "test_resnet", "image_size": 32},
+                               lm={"builder": "text_lm_tiny", "args": {"vocab_size": len(tokenizer)}})
+    init_from(model, InitFromConfig(checkpoint=str(tmp_path / "enc"), include=["backbone.*"],
+                                    prefix_map={"backbone.": "encoder.backbone."}, strict=False))
+    encoder.eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_images(images)[:, 0], encoder.backbone(images))
+    assert (model.encoder.mean, model.encoder.std) == (encoder.mean, encoder.std)
