@@ -49,6 +49,20 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, submodels: Seq
     return register(fn) if fn is not None else register
 
 
+def register_variant(build: Callable[..., nn.Module], name: str, doc: str, **defaults: Any) -> None:
+    """Register ``build`` under ``name`` with other defaults; the builder's signature shows them, so the registry
+    checks and records overrides against it as for a written-out builder."""
+
+    def builder(**overrides: Any) -> nn.Module:
+        return build(**{**defaults, **overrides})
+
+    sig = inspect.signature(build)
+    builder.__name__, builder.__doc__ = name, doc
+    builder.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(default=defaults.get(p.name, p.default)) for p in sig.parameters.values()])
+    register_model(builder)
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (e.g. ``"speecht5_*"``), sorted."""
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))

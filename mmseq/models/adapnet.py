@@ -41,11 +41,9 @@ channels) and their reduced-width ``*_tiny`` siblings of the same structure for 
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -55,7 +53,7 @@ from timm.models.resnetv2 import DownsampleConv, PreActBottleneck
 from torch import Tensor
 
 from mmseq.errors import ConfigError, InputError, unknown_choice
-from mmseq.registry import register_model
+from mmseq.registry import register_model, register_variant
 
 # (r1, r2) of each multiscale unit: the last unit of stage 2, the last four of stage 3, all three of stage 4.
 RATES = {
@@ -400,20 +398,6 @@ class AdapNetPP(SegmentationModel):
 # The reduced width of the ``*_tiny`` variants (same units, rates and heads); the builders' defaults are the paper's.
 TINY_WIDTH = dict(stem_width=16, widths=(64, 128, 256, 512), easpp_channels=64, easpp_branch_channels=16,
                   skip_channels=8, decoder_channels=64)
-
-
-def register_variant(build: Callable[..., nn.Module], name: str, doc: str, **defaults: Any) -> None:
-    """Register ``build`` under ``name`` with other defaults; the builder's signature shows them, so the registry
-    checks and records overrides against it as for a written-out builder."""
-
-    def builder(**overrides: Any) -> nn.Module:
-        return build(**{**defaults, **overrides})
-
-    sig = inspect.signature(build)
-    builder.__name__, builder.__doc__ = name, doc
-    builder.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=[p.replace(default=defaults.get(p.name, p.default)) for p in sig.parameters.values()])
-    register_model(builder)
 
 
 def adapnet_pp_model(inputs: Sequence[str] = ("rgb",), depth_channels: int = 1, num_classes: int = 12,

@@ -43,7 +43,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from mmseq.errors import ConfigError, InputError
-from mmseq.models.adapnet import register_variant
+from mmseq.registry import register_variant
 from mmseq.models.point_mae import (MASK_FILL, PointBlocks, PointMAEOutput, check_points, classification_head,
                                     drop_path_rates, dummy_points, init_weights, pool_tokens, random_mask)
 from mmseq.nn.points import PointTokenEmbedding, chamfer_distance_l2, gather_points, group_points, \

@@ -23,7 +23,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor
 
 from mmseq.errors import ConfigError, InputError
-from mmseq.models.adapnet import register_variant
+from mmseq.registry import register_variant
 from mmseq.nn.points import PointGroups, PointTokenEmbedding, chamfer_distance_l2, group_points
 
 MASK_FILL = -100000.0

@@ -23,7 +23,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmseq.models.adapnet import (AUX_WEIGHTS, TINY_WIDTH, AdapNetDecoder, AdapNetExpert, AdapNetPP, ExpertFeatures,
-                                  SegmentationModel, SegmentationOutput, check_inputs, conv_bn, register_variant)
+                                  SegmentationModel, SegmentationOutput, check_inputs, conv_bn)
+from mmseq.registry import register_variant
 
 CONTEXT_REDUCTION = 16  # eta of the block after the eASPP
 SKIP_REDUCTION = 6  # eta of the two skip blocks
