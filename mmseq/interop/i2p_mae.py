@@ -21,7 +21,7 @@ import os
 from torch import Tensor, nn
 
 from mmseq.errors import CheckpointError
-from mmseq.interop.point_mae import read_state_dict
+from mmseq.interop.point_mae import checked_state_dict, read_state_dict
 from mmseq.models.i2p_mae import PointM2AE, PointM2AEClassifier
 
 RENAMES = (("rec_head.", "rec_head_3d."),)
@@ -48,8 +48,7 @@ def convert_state_dict(state: dict[str, Tensor], model: nn.Module, encoder_only:
             return not encoder_only or name.startswith("h_encoder.")
     else:
         raise CheckpointError(f"no official Point-M2AE / I2P-MAE key map for a {type(model).__name__}")
-    expected = model.state_dict()
-    converted = {}
+    renamed = []
     for key, value in state.items():
         if key.startswith(DROPPED):
             continue
@@ -57,16 +56,8 @@ def convert_state_dict(state: dict[str, Tensor], model: nn.Module, encoder_only:
         if not wanted(name) or (isinstance(model, PointM2AEClassifier) and encoder_only
                                 and name.startswith("h_encoder.encoder_norms.")):
             continue
-        if name not in expected:
-            raise CheckpointError(f"checkpoint key {key!r} is not a key of the {type(model).__name__}")
-        if value.shape != expected[name].shape:
-            raise CheckpointError(f"checkpoint key {key!r} has shape {tuple(value.shape)}, the model's "
-                                  f"{tuple(expected[name].shape)}: the model was built with other sizes")
-        converted[name] = value
-    missing = [k for k in expected if wanted(k) and k not in converted]
-    if missing:
-        raise CheckpointError(f"the checkpoint lacks {len(missing)} of the model's keys, first {missing[0]!r}")
-    return converted
+        renamed.append((key, name, value))
+    return checked_state_dict(renamed, model, wanted)
 
 
 def load_official_checkpoint(model: nn.Module, path: str | os.PathLike, encoder_only: bool = False) -> nn.Module:

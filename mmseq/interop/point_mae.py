@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -73,21 +74,35 @@ def convert_state_dict(state: dict[str, Tensor], model: nn.Module, encoder_only:
         encoder_only = encoder_only or pretrained
     else:
         raise CheckpointError(f"no official Point-MAE key map for a {type(model).__name__}")
-    expected = model.state_dict()
-    converted = {}
+
+    def wanted(name: str) -> bool:
+        return not encoder_only or name.startswith("encoder.")  # else a pre-trained decoder, or a replaced head
+
+    renamed = []
     for key, value in state.items():
         name = _rename(key, prefixes)
         if name is None:
             raise CheckpointError(f"checkpoint key {key!r} is not a key of the official {source} model")
-        if encoder_only and not name.startswith("encoder."):
-            continue  # a pre-trained decoder, or a head the fine-tuned model replaces
+        if wanted(name):
+            renamed.append((key, name, value))
+    return checked_state_dict(renamed, model, wanted)
+
+
+def checked_state_dict(renamed: Iterable[tuple[str, str, Tensor]], model: nn.Module,
+                       wanted: Callable[[str], bool]) -> dict[str, Tensor]:
+    """``{model key: tensor}`` from ``(file key, model key, tensor)`` triples, each model key checked to exist in
+    ``model`` with the same shape, and every ``wanted`` model key checked to be given; CheckpointError names the
+    first key that fails."""
+    expected = model.state_dict()
+    converted = {}
+    for key, name, value in renamed:
         if name not in expected:
-            raise CheckpointError(f"checkpoint key {key!r} (-> {name!r}) is not in the {type(model).__name__}")
+            raise CheckpointError(f"checkpoint key {key!r} (-> {name!r}) is not a key of the {type(model).__name__}")
         if value.shape != expected[name].shape:
             raise CheckpointError(f"checkpoint key {key!r} has shape {tuple(value.shape)}, the model's {name!r} "
                                   f"{tuple(expected[name].shape)}: the model was built with other sizes")
         converted[name] = value
-    missing = [k for k in expected if k not in converted and not (encoder_only and not k.startswith("encoder."))]
+    missing = [k for k in expected if wanted(k) and k not in converted]
     if missing:
         raise CheckpointError(f"the checkpoint lacks {len(missing)} of the model's keys, first {missing[0]!r}")
     return converted
