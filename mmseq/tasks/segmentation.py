@@ -44,6 +44,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmseq.data.vision.show import depth_for_display, draw_panel
 from mmseq.data.vision.transforms import (IMAGENET_MEAN, IMAGENET_STD, ColourJitter, Compose, RandomCrop,
                                           RandomHorizontalFlip, RandomScale, Resize, colorize_depth_jet, hha_encode)
 from mmseq.errors import ConfigError, InputError, unknown_choice
@@ -409,25 +410,15 @@ def draw_grid(rows: Sequence[dict[str, Any]], space: LabelSpace, path: Path, tit
     fig, axes = plt.subplots(len(rows), 4, figsize=(4 * panel + 1.8, len(rows) * panel * h / w + 0.5), squeeze=False)
     shown: set[int] = set()
     for r, row in enumerate(rows):
-        depth = np.asarray(row["depth"], dtype=np.float64)
-        seen = depth > 0
-        far = float(np.percentile(depth[seen], 99)) if seen.any() else 1.0
+        shown_depth, far = depth_for_display(np.asarray(row["depth"], dtype=np.float64))
         for ids in (row["prediction"], row["label"]):
             ids = np.asarray(ids)
             shown |= {int(i) for i in np.unique(ids) if i != space.ignore_index and 0 <= i < len(space.classes)}
-        panels = [(row["image"], f"{row['name']}  RGB"), (np.ma.masked_where(~seen, depth), "depth"),
+        panels = [(row["image"], f"{row['name']}  RGB"), (shown_depth, "depth"),
                   (overlay(row["image"], row["prediction"], space.colours, space.ignore_index), "prediction"),
                   (overlay(row["image"], row["label"], space.colours, space.ignore_index), "ground truth")]
         for c, (image, name) in enumerate(panels):
-            ax = axes[r, c]
-            if c == 1:
-                ax.set_facecolor("black")
-                ax.imshow(image, cmap="turbo", vmin=0, vmax=far, interpolation="nearest")
-            else:
-                ax.imshow(image, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(name, fontsize=7)
+            draw_panel(axes[r, c], image, name, 7, far if c == 1 else None)
     handles = [Patch(color=space.colours[i], label=f"{i} {space.classes[i]}") for i in sorted(shown)]
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     if title:

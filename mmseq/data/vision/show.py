@@ -193,6 +193,26 @@ def _palette(n: int) -> np.ndarray:
     return np.array([tab[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20] for i in range(n)])
 
 
+def depth_for_display(depth: np.ndarray) -> tuple[np.ma.MaskedArray, float]:
+    """``depth`` with its invalid (0) pixels masked, and the 99th percentile of the valid ones (the colour scale's
+    far end; 1 when none is valid)."""
+    seen = depth > 0
+    far = float(np.percentile(depth[seen], 99)) if seen.any() else 1.0
+    return np.ma.masked_where(~seen, depth), far
+
+
+def draw_panel(ax, image: np.ndarray, title: str, fontsize: float, depth_far: float | None = None) -> None:
+    """One image on ``ax`` without ticks; with ``depth_far``, a depth map in turbo from 0 to it over black."""
+    if depth_far is not None:
+        ax.set_facecolor("black")
+        ax.imshow(image, cmap="turbo", vmin=0, vmax=depth_far, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=fontsize)
+
+
 def rgbd_grid(samples: Sequence[dict], classes: Sequence[str], ignore_index: int, title: str, path: Path,
               colours: np.ndarray | None = None) -> Path:  # fmt: skip
     """Draw RGB, depth and the label map over the RGB, one sample per row, with a legend of the classes shown.
@@ -219,20 +239,11 @@ def rgbd_grid(samples: Sequence[dict], classes: Sequence[str], ignore_index: int
         shown |= set(np.unique(label[valid]).tolist())
         overlay = rgb / 255.0
         overlay[valid] = 0.4 * overlay[valid] + 0.6 * colours[label[valid]]
-        seen = depth > 0
-        far = float(np.percentile(depth[seen], 99)) if seen.any() else 1.0
-        shown_depth = np.ma.masked_where(~seen, depth)
+        shown_depth, far = depth_for_display(depth)
         for col, (image, name) in enumerate(((rgb, "RGB"), (shown_depth, f"depth (0-{far:.0f} m)"),
                                              (overlay, "labels"))):  # fmt: skip
-            ax = fig.add_subplot(len(samples), 3, row * 3 + col + 1)
-            if col == 1:
-                ax.set_facecolor("black")
-                ax.imshow(image, cmap="turbo", vmin=0, vmax=far, interpolation="nearest")
-            else:
-                ax.imshow(image, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{sample['name']}  {name}" if col == 0 else name, fontsize=6.5)
+            draw_panel(fig.add_subplot(len(samples), 3, row * 3 + col + 1), image,
+                       f"{sample['name']}  {name}" if col == 0 else name, 6.5, far if col == 1 else None)
     from matplotlib.patches import Patch
 
     handles = [Patch(color=colours[i], label=f"{i} {classes[i]}") for i in sorted(shown)]
