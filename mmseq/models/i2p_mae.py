@@ -19,7 +19,7 @@ stack; the result is carried to the next finer scale by 3-NN inverse-distance pr
 encoder tokens (zeros where hidden), refined by a residual conv block and a decoder stack. The hidden groups of that
 finer scale predict their children's coordinates (Chamfer L2, ``loss_3d``); with ``target_2d`` the visible ones also
 predict the teacher's features of the three views at their children's positions (MSE, ``loss_2d``);
-``loss = loss_3d + loss_2d``.
+``loss = loss_3d + weight_2d * loss_2d``, where ``weight_2d = 1`` is the official unweighted sum.
 
 Local attention. ``local_radius`` (one per scale, 0 = off) blocks attention between tokens farther apart than the
 radius; the official configs use (0.32, 0.64, 1.28) for fine-tuning and turn it off for pre-training.
@@ -307,6 +307,9 @@ class PointM2AE(nn.Module):
         mask_ratio: hidden share of the coarsest groups.
         masking: ``"random"`` (Point-M2AE) or ``"guided"`` (2-D-guided, needs a teacher).
         target_2d: also reconstruct the teacher's 3-view features at the visible tokens (needs a teacher).
+        weight_2d: the 2-D term's weight in ``loss`` (1.0: the official ``loss_3d + loss_2d``). The two terms have
+            different scales (the MSE of layer-normed teacher features starts near 1, the Chamfer L2 of unit-sphere
+            groups near 0.1), so a smaller weight keeps the 2-D term from outweighing the point reconstruction.
         rec_points: points each hidden token predicts (official Point-M2AE: ``group_sizes[0]``; I2P-MAE: the
             children of the reconstructed scale, ``group_sizes[1]``).
         local_radius: per-scale attention radius (0 = global).
@@ -320,9 +323,11 @@ class PointM2AE(nn.Module):
                  encoder_dims: Sequence[int], encoder_depths: Sequence[int], num_heads: int,
                  decoder_dims: Sequence[int], decoder_depths: Sequence[int], decoder_up_blocks: Sequence[int],
                  mask_ratio: float, masking: str, target_2d: bool, rec_points: int, local_radius: Sequence[float],
-                 drop_path_rate: float, teacher: DepthViewTeacher | None):
+                 drop_path_rate: float, teacher: DepthViewTeacher | None, weight_2d: float = 1.0):
         super().__init__()
         _check_scales(num_groups, group_sizes, encoder_dims, encoder_depths, local_radius, num_heads)
+        if not weight_2d >= 0.0:
+            raise ConfigError(f"weight_2d must be a number >= 0, got {weight_2d!r}")
         if masking not in MASKINGS:
             raise ConfigError(f"masking must be one of {MASKINGS}, got {masking!r}")
         if (masking == "guided" or target_2d) and teacher is None:
@@ -337,7 +342,7 @@ class PointM2AE(nn.Module):
             raise ConfigError(f"mask_ratio must hide at least one of {coarse} coarse groups and keep one, "
                               f"got {mask_ratio}")
         self.num_points, self.num_groups, self.group_sizes = num_points, tuple(num_groups), tuple(group_sizes)
-        self.mask_ratio, self.masking, self.target_2d = mask_ratio, masking, target_2d
+        self.mask_ratio, self.masking, self.target_2d, self.weight_2d = mask_ratio, masking, target_2d, weight_2d
         self.local_radius = tuple(local_radius)
         self.h_encoder = HierarchicalEncoder(encoder_dims, encoder_depths, num_heads, drop_path_rate)
         self.mask_token = nn.Parameter(torch.zeros(1, decoder_dims[0]))
@@ -448,7 +453,7 @@ class PointM2AE(nn.Module):
             seen = x[~hidden]
             predicted = self.rec_head_2d(seen.unsqueeze(-1)).reshape(seen.shape[0], k, -1)
             loss_2d = F.mse_loss(predicted, wanted)
-            loss = loss_3d + loss_2d
+            loss = loss_3d + self.weight_2d * loss_2d
         return PointMAEOutput(loss, prediction, target, tuple(masks), loss_3d=loss_3d, loss_2d=loss_2d)
 
     @torch.no_grad()
@@ -504,7 +509,7 @@ def point_m2ae_model(num_points: int = 2048, num_groups: Sequence[int] = (512, 2
                      decoder_up_blocks: Sequence[int] = (1,), mask_ratio: float = 0.8, masking: str = "random",
                      target_2d: bool = False, rec_points: int = 16,
                      local_radius: Sequence[float] = (0.0, 0.0, 0.0), drop_path_rate: float = 0.1,
-                     teacher_args: dict | None = None) -> PointM2AE:
+                     teacher_args: dict | None = None, weight_2d: float = 1.0) -> PointM2AE:
     """``teacher_args``: :func:`depth_view_teacher` arguments of the frozen 2-D model (None: no teacher); its
     weights come from a trained teacher checkpoint (``init_from`` with ``prefix_map: {"": "teacher."}``)."""
     if teacher_args is not None and not isinstance(teacher_args, dict):
@@ -512,7 +517,7 @@ def point_m2ae_model(num_points: int = 2048, num_groups: Sequence[int] = (512, 2
     teacher = depth_view_teacher(**teacher_args) if teacher_args is not None else None
     return PointM2AE(num_points, num_groups, group_sizes, encoder_dims, encoder_depths, num_heads, decoder_dims,
                      decoder_depths, decoder_up_blocks, mask_ratio, masking, target_2d, rec_points, local_radius,
-                     drop_path_rate, teacher)
+                     drop_path_rate, teacher, weight_2d)
 
 
 def point_m2ae_classifier(num_points: int = 2048, num_groups: Sequence[int] = (512, 256, 64),

@@ -1,6 +1,7 @@
 """Point-M2AE / I2P-MAE: 2-D-guided masking (exact visible count, preference for salient centres over many draws),
 mask propagation down the scales against a brute-force rule, padding that does not leak into visible tokens, the
-teacher's saliency against timm's own attention weights, losses against their formulas, ablation switches."""
+teacher's saliency against timm's own attention weights, losses against their formulas (the 2-D term's weight
+included), ablation switches."""
 
 import pytest
 import torch
@@ -103,6 +104,21 @@ def test_i2p_losses_match_their_formulas_and_the_teacher_stays_frozen():
     assert not model.teacher.training and not any(p.requires_grad for p in model.teacher.parameters())
     out.loss.backward()
     assert model.rec_head_2d.weight.grad.abs().sum() > 0
+
+
+def test_weight_2d_scales_only_the_2d_term():
+    torch.manual_seed(0)
+    model = mmseq.create_model("i2p_mae_tiny").eval()
+    points = model.dummy_inputs(2)["points"]
+    full = model(points, generator=torch.Generator().manual_seed(0))
+    model.weight_2d = 0.05
+    weighted = model(points, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(weighted.loss_2d, full.loss_2d)
+    torch.testing.assert_close(weighted.loss, full.loss_3d + 0.05 * full.loss_2d)
+    assert weighted.loss < full.loss
+    assert mmseq.create_model("i2p_mae_tiny", weight_2d=0.05).weight_2d == 0.05
+    with pytest.raises(ConfigError, match="weight_2d"):
+        mmseq.create_model("i2p_mae_tiny", weight_2d=-1.0)
 
 
 def test_guided_masking_keeps_the_teachers_salient_centres():
