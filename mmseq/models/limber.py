@@ -24,6 +24,7 @@ an open_clip checkpoint, a transformers model folder) and records specs, never p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -547,38 +548,49 @@ def limber_from_pretrained(encoder: dict[str, Any], lm: Any, *, encoder_weights:
     return model
 
 
-# ----------------------------------------------------------------------- an encoder trained on class labels
+# ------------------------------------------------------- encoders trained here: labels, contrastive, masked image
+# The paper's comparison holds the architecture fixed and varies only the supervision: each of these wraps the same
+# timm backbone (random init) as ``backbone``, so the LiMBeR encoder spec ``{"library": "timm", "name": name}``
+# takes its weights with ``init_from: {checkpoint: ..., include: ["backbone.*"],
+# prefix_map: {"backbone.": "encoder.backbone."}}``.
+def _timm_backbone(name: str) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], dict[str, str]]:
+    """A timm model without its classifier (random init), its input mean / std, and the parameter patterns that
+    get no gradient on a first step (for the registry test)."""
+    import timm
+
+    backbone = timm.create_model(name, num_classes=0)
+    cfg = backbone.pretrained_cfg
+    # timm ResNets start the last norm of every residual block at zero (zero_init_last): until the first step
+    # moves it, the layers before it in the block get no gradient
+    why = "timm zero_init_last: the block's last norm starts at zero"
+    unused = {f"backbone.layer*.*.{layer}.*": why for layer in ("conv1", "bn1", "conv2", "bn2", "conv3")}
+    return backbone, tuple(cfg["mean"]), tuple(cfg["std"]), unused
+
+
+def _dummy_images(batch_size: int, image_size: int) -> Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch_size, 3, image_size, image_size, generator=g)
+
+
 class LabelSupervisedEncoder(nn.Module):
     """A timm backbone (random init) with a linear head over attribute labels: the label-supervised encoder of
-    the paper's comparison (its NFRN50 role), trained on the synthetic images by ``limber_encoder_labels``. Its
-    ``backbone.*`` weights are those of the LiMBeR encoder spec ``{"library": "timm", "name": name}`` (load them
-    with ``init_from: {checkpoint: ..., include: ["backbone.*"], prefix_map: {"backbone.": "encoder.backbone."}}``).
-    """
+    the paper's comparison (its NFRN50 role), trained on the synthetic images by ``limber_encoder_labels``."""
 
     reads = "image"
     writes = "labels"
 
     def __init__(self, name: str, num_labels: int, image_size: int):
         super().__init__()
-        import timm
-
-        self.backbone = timm.create_model(name, num_classes=0)
+        self.backbone, self.mean, self.std, self.mmseq_unused_parameters = _timm_backbone(name)
         self.head = nn.Linear(self.backbone.num_features, num_labels)
-        cfg = self.backbone.pretrained_cfg
-        self.image_size, self.mean, self.std = image_size, tuple(cfg["mean"]), tuple(cfg["std"])
-        # timm ResNets start the last norm of every residual block at zero (zero_init_last): until the first step
-        # moves it, the layers before it in the block get no gradient
-        why = "timm zero_init_last: the block's last norm starts at zero"
-        self.mmseq_unused_parameters = {f"backbone.layer*.*.{layer}.*": why
-                                        for layer in ("conv1", "bn1", "conv2", "bn2", "conv3")}
+        self.image_size = image_size
 
     def forward(self, images: Tensor) -> Tensor:
         """``images [B, 3, S, S]`` (normalised) -> label logits ``[B, num_labels]``."""
         return self.head(self.backbone(images))
 
     def dummy_inputs(self, batch_size: int = 2) -> dict[str, Tensor]:
-        g = torch.Generator().manual_seed(0)
-        return {"images": torch.randn(batch_size, 3, self.image_size, self.image_size, generator=g)}
+        return {"images": _dummy_images(batch_size, self.image_size)}
 
 
 @register_model
@@ -586,3 +598,136 @@ def limber_label_encoder(backbone: str = "resnet18", num_labels: int = 24,
                          image_size: int = 64) -> LabelSupervisedEncoder:
     """A timm ``backbone`` with a ``num_labels`` head (synthetic captions: 8 colours, 12 shapes, 4 counts)."""
     return LabelSupervisedEncoder(backbone, num_labels, image_size)
+
+
+@dataclass
+class ContrastiveOutput:
+    """Unit-norm embeddings ``image_embeds [B, E]`` and ``text_embeds [B, E]``; ``logit_scale`` (scalar, the
+    exponentiated learnable temperature, at most 100 as in CLIP)."""
+
+    image_embeds: Tensor
+    text_embeds: Tensor
+    logit_scale: Tensor
+
+
+class ContrastiveImageTextEncoder(nn.Module):
+    """CLIP's recipe at small size: the image tower (a timm backbone, pooled, then a linear projection) and a text
+    tower (character tokens, a pre-LN transformer encoder, the mean over real tokens, a linear projection) embed
+    into one space, compared by cosine similarity times a learnable ``logit_scale`` (initialised to 1 / 0.07);
+    ``limber_encoder_contrastive`` trains it with open_clip's ``ClipLoss``. LiMBeR keeps the image backbone only.
+
+    Args:
+        name: the timm image backbone.
+        vocab_size / pad_id: the character tokenizer's (the task trains it on the captions and checks both).
+        image_size: the square input side.
+        embed_dim: the joint embedding width E.
+        text_dim / text_layers / text_heads / text_ffn_dim: the text transformer's sizes.
+        dropout: in the text transformer.
+    """
+
+    reads = "image"
+    writes = "embedding"
+
+    def __init__(self, name: str, vocab_size: int, pad_id: int, image_size: int, embed_dim: int, text_dim: int,
+                 text_layers: int, text_heads: int, text_ffn_dim: int, dropout: float):
+        super().__init__()
+        from mmseq.nn.transformer import LayerSpec, TransformerEncoder
+        from mmseq.prenets.text import TokenPrenet
+
+        self.backbone, self.mean, self.std, self.mmseq_unused_parameters = _timm_backbone(name)
+        self.image_size, self.pad_id = image_size, pad_id
+        self.image_projection = nn.Linear(self.backbone.num_features, embed_dim, bias=False)
+        self.token_prenet = TokenPrenet(vocab_size, text_dim, padding_idx=pad_id, scale_embedding=True)
+        spec = LayerSpec(text_dim, text_heads, text_ffn_dim, dropout, dropout, dropout, norm_first=True)
+        self.text_encoder = TransformerEncoder(spec, text_layers)
+        self.text_projection = nn.Linear(text_dim, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """``images [B, 3, S, S]`` (normalised) -> unit-norm ``[B, E]``."""
+        return nn.functional.normalize(self.image_projection(self.backbone(images)), dim=-1)
+
+    def encode_text(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """``tokens [B, L]`` (pad-filled after ``lengths [B]``) -> unit-norm ``[B, E]``."""
+        hidden, lengths = self.token_prenet(tokens, lengths)
+        padding = lengths_to_padding_mask(lengths, tokens.shape[1])
+        hidden = self.text_encoder(hidden, padding).last_hidden_state
+        keep = (~padding).unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return nn.functional.normalize(self.text_projection(pooled), dim=-1)
+
+    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> ContrastiveOutput:
+        return ContrastiveOutput(self.encode_image(images), self.encode_text(tokens, lengths),
+                                 self.logit_scale.exp().clamp(max=100.0))
+
+    def dummy_inputs(self, batch_size: int = 2) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        lengths = torch.tensor([7 - (i % 3) for i in range(batch_size)])
+        tokens = torch.randint(self.pad_id + 1, self.token_prenet.vocab_size, (batch_size, 7), generator=g)
+        tokens[torch.arange(7)[None, :] >= lengths[:, None]] = self.pad_id
+        return {"images": _dummy_images(batch_size, self.image_size), "tokens": tokens, "lengths": lengths}
+
+
+@register_model
+def limber_contrastive_encoder(backbone: str = "resnet18", vocab_size: int = 53, pad_id: int = 1,
+                               image_size: int = 64, embed_dim: int = 128, text_dim: int = 128, text_layers: int = 2,
+                               text_heads: int = 4, text_ffn_dim: int = 256,
+                               dropout: float = 0.1) -> ContrastiveImageTextEncoder:
+    """A timm image tower and a character-level text tower trained contrastively (CLIP's role)."""
+    return ContrastiveImageTextEncoder(backbone, vocab_size, pad_id, image_size, embed_dim, text_dim, text_layers,
+                                       text_heads, text_ffn_dim, dropout)
+
+
+def patch_mask_pixels(mask: Tensor, patch_size: int) -> Tensor:
+    """A patch mask ``[B, H / p, W / p]`` (True = masked) as a pixel mask ``[B, 1, H, W]``."""
+    return mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
+
+
+class MaskedImageEncoder(nn.Module):
+    """SimMIM on a CNN: masked ``patch_size`` squares of the (normalised) input are replaced by a learned
+    per-channel mask value, the timm backbone encodes the image to its last feature map (stride ``r``), and a
+    one-layer decoder (a 1x1 convolution to ``3 r^2`` channels, then pixel shuffle) predicts every pixel;
+    ``limber_encoder_mim`` scores the masked pixels only. LiMBeR keeps the backbone only (masks are for training:
+    it sees whole images).
+    """
+
+    reads = "image"
+    writes = "image"
+
+    def __init__(self, name: str, image_size: int, patch_size: int):
+        super().__init__()
+        self.backbone, self.mean, self.std, self.mmseq_unused_parameters = _timm_backbone(name)
+        stride = int(self.backbone.feature_info[-1]["reduction"])
+        for size, what in ((stride, "the backbone's stride"), (patch_size, "patch_size")):
+            if image_size % size:
+                raise ConfigError(f"image_size {image_size} must be a multiple of {what} ({size})")
+        self.image_size, self.patch_size, self.stride = image_size, patch_size, stride
+        self.mask_token = nn.Parameter(torch.zeros(3))
+        self.decoder = nn.Sequential(nn.Conv2d(self.backbone.num_features, 3 * stride * stride, 1),
+                                     nn.PixelShuffle(stride))
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per image side."""
+        return self.image_size // self.patch_size
+
+    def forward(self, images: Tensor, mask: Tensor) -> Tensor:
+        """``images [B, 3, S, S]`` (normalised), ``mask [B, S / p, S / p]`` (True = masked) -> predicted pixels
+        ``[B, 3, S, S]``."""
+        if mask.shape != (images.shape[0], self.grid_size, self.grid_size):
+            raise InputError(f"mask must be [batch, {self.grid_size}, {self.grid_size}] for {self.image_size} px "
+                             f"images and {self.patch_size} px patches, got {list(mask.shape)}")
+        pixels = patch_mask_pixels(mask, self.patch_size)
+        masked = torch.where(pixels, self.mask_token.view(1, 3, 1, 1).to(images.dtype), images)
+        return self.decoder(self.backbone.forward_features(masked))
+
+    def dummy_inputs(self, batch_size: int = 2) -> dict[str, Tensor]:
+        mask = torch.zeros(batch_size, self.grid_size, self.grid_size, dtype=torch.bool)
+        mask[:, ::2] = True
+        return {"images": _dummy_images(batch_size, self.image_size), "mask": mask}
+
+
+@register_model
+def limber_mim_encoder(backbone: str = "resnet18", image_size: int = 64, patch_size: int = 8) -> MaskedImageEncoder:
+    """A timm backbone with SimMIM's one-layer pixel decoder (masked image modelling, BEiT's role)."""
+    return MaskedImageEncoder(backbone, image_size, patch_size)

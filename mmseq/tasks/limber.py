@@ -55,8 +55,10 @@ from mmseq.generation.mode import generation_mode
 from mmseq.generation.text import beam_search, greedy_search, sample
 from mmseq.metrics.captioning import attribute_accuracy, caption_scores, vqa_accuracy
 from mmseq.models.compose import DecoderOnlyModel
-from mmseq.models.limber import LabelSupervisedEncoder, LimberModel
+from mmseq.models.limber import (ContrastiveImageTextEncoder, LabelSupervisedEncoder, LimberModel,
+                                 MaskedImageEncoder, patch_mask_pixels)
 from mmseq.nn.attention import lengths_to_padding_mask
+from mmseq.postnets.spectrogram import masked_reconstruction_loss
 from mmseq.tasks.base import ListDataset, Ratio, Task, register_task
 
 CAPTION_PROMPT = "A picture of"
@@ -625,6 +627,19 @@ def attribute_labels(objects: Sequence[dict]) -> Tensor:
     return target
 
 
+def encoder_input_transform(model: nn.Module) -> Compose:
+    """The input transform of an encoder trained here (``image_size``, ``mean``, ``std``): the one LiMBeR's
+    frozen timm encoder of the same backbone applies (:func:`image_transform`)."""
+    return Compose([Resize(model.image_size), CenterCrop(model.image_size), Normalize(model.mean, model.std)])
+
+
+def load_images(state: dict[str, Any], paths: Sequence[str]) -> Tensor:
+    """``[B, 3, S, S]``: the images at ``paths`` through ``state["transform"]`` (set by the task's prepare_model)."""
+    if "transform" not in state:
+        raise ConfigError("the encoder task needs its prepare_model run on the model before batching")
+    return torch.stack([state["transform"]({"image": load_image(p)}, torch.Generator())["image"] for p in paths])
+
+
 @register_task(config=LimberEncoderLabelsConfig)
 def limber_encoder_labels(cfg: LimberEncoderLabelsConfig) -> Task:
     """Train an image encoder on the synthetic images' class labels (colours, shapes, count; binary cross-entropy):
@@ -643,12 +658,10 @@ def limber_encoder_labels(cfg: LimberEncoderLabelsConfig) -> Task:
     def prepare_model(model: nn.Module) -> None:
         if not isinstance(model, LabelSupervisedEncoder):
             raise ConfigError(f"limber_encoder_labels trains a limber_label_encoder, got {type(model).__name__}")
-        state["transform"] = Compose([Resize(model.image_size), CenterCrop(model.image_size),
-                                      Normalize(model.mean, model.std)])
+        state["transform"] = encoder_input_transform(model)
 
     def collate(batch: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
-        images = [state["transform"]({"image": load_image(p)}, torch.Generator())["image"] for p, _ in batch]
-        return {"images": torch.stack(images), "labels": torch.stack([t for _, t in batch])}
+        return {"images": load_images(state, [p for p, _ in batch]), "labels": torch.stack([t for _, t in batch])}
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
         logits = model(batch["images"]).float()
@@ -658,3 +671,143 @@ def limber_encoder_labels(cfg: LimberEncoderLabelsConfig) -> Task:
 
     return Task(train_set=train, val_set=val, collate=collate, loss=loss, prepare_model=prepare_model,
                 batch_size_of=lambda batch: len(batch["labels"]))
+
+
+# ----------------------------------------------------------- the image-text contrastive encoder (CLIP's role)
+@dataclass
+class LimberEncoderContrastiveConfig:
+    root: str = "data/synth_captions"
+    train_split: str = "train2014"
+    val_split: str = "val2014"
+    max_tokens: int = 96  # characters of a caption the text tower reads
+
+
+def clip_loss(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor) -> Tensor:
+    """open_clip's ``ClipLoss``: the mean of the image-to-text and text-to-image cross-entropies of the scaled
+    cosine similarities, the i-th image paired with the i-th text (single process)."""
+    from open_clip.loss import ClipLoss
+
+    return ClipLoss()(image_embeds.float(), text_embeds.float(), logit_scale.float())
+
+
+def image_caption_items(data: CaptionSet) -> list[tuple[str, list[str]]]:
+    """One item per image: its path and all its captions (a batch then never holds one image twice)."""
+    return [(path, refs) for path, refs in zip(data.paths, data.references)]
+
+
+@register_task(config=LimberEncoderContrastiveConfig)
+def limber_encoder_contrastive(cfg: LimberEncoderContrastiveConfig) -> Task:
+    """Train an image encoder contrastively against a text tower on the image-caption pairs (CLIP's recipe):
+    the language-supervised encoder LiMBeR then keeps frozen. Every image appears once per epoch, with one of
+    its captions drawn at random in training (the first in evaluation); loss: :func:`clip_loss`."""
+    root = Path(cfg.root)
+    train = CaptionSet(root, cfg.train_split)
+    val = CaptionSet(root, cfg.val_split) if cfg.val_split else None
+    # the tokenizer of limber_text_lm, on the captions only
+    tokenizer = SpeechT5CharTokenizer.train([t for refs in train.references for t in refs]
+                                            + [CAPTION_PROMPT, BASE_ALPHABET])
+    state: dict[str, Any] = {}
+
+    def prepare_model(model: nn.Module) -> None:
+        if not isinstance(model, ContrastiveImageTextEncoder):
+            raise ConfigError(f"limber_encoder_contrastive trains a limber_contrastive_encoder, got "
+                              f"{type(model).__name__}")
+        size = model.token_prenet.vocab_size
+        if size != len(tokenizer) or model.pad_id != tokenizer.pad_id:
+            raise ConfigError(f"the captions' character vocabulary has {len(tokenizer)} tokens (pad id "
+                              f"{tokenizer.pad_id}) but the text tower has {size} (pad id {model.pad_id}); set "
+                              f"model_args.vocab_size={len(tokenizer)} model_args.pad_id={tokenizer.pad_id}")
+        model.tokenizer = tokenizer
+        state["transform"] = encoder_input_transform(model)
+
+    def collate(items: list[tuple[str, list[str]]]) -> dict[str, Tensor]:
+        captions = [tokenizer.encode(c)[: cfg.max_tokens] for _, refs in items for c in refs]
+        tokens, lengths = pad_id_lists(captions, tokenizer.pad_id)
+        counts = torch.tensor([len(refs) for _, refs in items])
+        return {"images": load_images(state, [p for p, _ in items]), "tokens": tokens, "lengths": lengths,
+                "caption_counts": counts}
+
+    def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
+        # one caption per image: drawn from the global RNG in training (checkpointed by the loop), the first one
+        # in evaluation, so every validation scores the same pairs
+        counts = batch["caption_counts"]
+        first = torch.cumsum(counts, 0) - counts
+        pick = (torch.rand(len(counts)) * counts.cpu()).long().to(counts.device) if model.training else 0
+        rows = first + pick
+        out = model(batch["images"], batch["tokens"][rows], batch["lengths"][rows])
+        value = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
+        similarity = out.image_embeds @ out.text_embeds.T
+        target = torch.arange(len(rows), device=similarity.device)
+        return value, {"image_to_text_top1": Ratio(float((similarity.argmax(1) == target).sum()), float(len(rows))),
+                       "logit_scale": float(out.logit_scale.detach())}
+
+    return Task(train_set=ListDataset(image_caption_items(train)),
+                val_set=None if val is None else ListDataset(image_caption_items(val)), collate=collate, loss=loss,
+                prepare_model=prepare_model, batch_size_of=lambda batch: len(batch["images"]),
+                info={"vocab_size": len(tokenizer), "pad_id": tokenizer.pad_id})
+
+
+# ------------------------------------------------------------ the masked-image-modelling encoder (BEiT's role)
+@dataclass
+class LimberEncoderMIMConfig:
+    root: str = "data/synth_captions"
+    train_split: str = "train2014"
+    val_split: str = "val2014"
+    mask_ratio: float = 0.6  # share of the patches masked in every image (SimMIM: 0.6)
+    loss: str = "l1"  # "l1" (SimMIM) or "mse", over the masked pixels only
+
+
+def random_patch_mask(batch_size: int, grid_size: int, ratio: float,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """``[B, G, G]`` bool, exactly ``round(ratio * G^2)`` patches True (masked) in every image, uniformly at
+    random (SimMIM's mask generator at one patch per mask cell)."""
+    count = round(ratio * grid_size * grid_size)
+    order = torch.rand(batch_size, grid_size * grid_size, generator=generator).argsort(1)
+    mask = torch.zeros(batch_size, grid_size * grid_size, dtype=torch.bool)
+    mask.scatter_(1, order[:, :count], True)
+    return mask.view(batch_size, grid_size, grid_size)
+
+
+def masked_pixel_loss(prediction: Tensor, images: Tensor, mask: Tensor, patch_size: int, kind: str = "l1") -> Tensor:
+    """SimMIM's loss: the mean L1 (or squared) error between ``prediction`` and the (normalised) ``images``, both
+    ``[B, 3, S, S]``, over the pixels of masked patches only (``mask [B, S / p, S / p]``, True = masked)."""
+    pixels = patch_mask_pixels(mask, patch_size).expand_as(images)
+    return masked_reconstruction_loss(prediction, images, pixels, kind)
+
+
+@register_task(config=LimberEncoderMIMConfig)
+def limber_encoder_mim(cfg: LimberEncoderMIMConfig) -> Task:
+    """Train an image encoder by masked image modelling (SimMIM on the CNN: random patches masked, their pixels
+    predicted): the self-supervised encoder LiMBeR then keeps frozen. Uses the images only."""
+    if not 0 < cfg.mask_ratio < 1:
+        raise ConfigError(f"task_args.mask_ratio must be in (0, 1), got {cfg.mask_ratio}")
+    if cfg.loss not in ("l1", "mse"):
+        raise ConfigError(f"task_args.loss must be 'l1' or 'mse', got {cfg.loss!r}")
+    root = Path(cfg.root)
+    train = ListDataset(CaptionSet(root, cfg.train_split).paths)
+    val = ListDataset(CaptionSet(root, cfg.val_split).paths) if cfg.val_split else None
+    state: dict[str, Any] = {}
+
+    def prepare_model(model: nn.Module) -> None:
+        if not isinstance(model, MaskedImageEncoder):
+            raise ConfigError(f"limber_encoder_mim trains a limber_mim_encoder, got {type(model).__name__}")
+        state["transform"] = encoder_input_transform(model)
+        state["grid"], state["patch"] = model.grid_size, model.patch_size
+
+    def collate(paths: list[str]) -> dict[str, Tensor]:
+        return {"images": load_images(state, paths)}
+
+    def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
+        images = batch["images"]
+        # masks from the global RNG in training (checkpointed by the loop); in evaluation from a generator seeded
+        # by the batch, so every validation scores the same masked patches
+        generator = None if model.training else torch.Generator().manual_seed(len(images))
+        mask = random_patch_mask(len(images), state["grid"], cfg.mask_ratio, generator).to(images.device)
+        prediction = model(images, mask).float()
+        value = masked_pixel_loss(prediction, images, mask, state["patch"], cfg.loss)
+        pixels = patch_mask_pixels(mask, state["patch"]).expand_as(images)
+        visible = F.l1_loss(prediction[~pixels], images[~pixels]).item()
+        return value, {"visible_l1": visible}
+
+    return Task(train_set=train, val_set=val, collate=collate, loss=loss, prepare_model=prepare_model,
+                batch_size_of=lambda batch: len(batch["images"]))
