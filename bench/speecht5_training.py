@@ -15,6 +15,12 @@ computes the loss the way its own code does:
 * VC: transformers' `SpeechT5ForSpeechToSpeech(labels=...)` computes no loss, so its outputs go through its own
   `SpeechT5SpectrogramLoss` (no guided attention); mmseq's `speech_output_loss` likewise.
 
+The last two columns bound what any implementation of the same fp32 work could gain: the FLOPs of one mmseq
+step as ``torch.utils.flop_counter`` counts them (matrix products and convolutions, forward and backward; both
+sides run the same products), over the machine's measured fp32 matmul peak, is the time the step would take if it
+were nothing but products at peak; transformers' time over that floor is the largest speed-up available without
+doing less arithmetic or doing it in lower precision.
+
 Inputs: 8 waveforms of 3 s (ASR, VC; equal lengths, so neither side pads), 8 texts of 60 tokens (TTS), 30 target
 tokens (ASR), 200 target mel frames (TTS, VC), random 512-d speaker vectors.
 
@@ -32,7 +38,9 @@ import torch
 import mmseq
 from mmseq.tasks.speecht5.speech import SpeechOutputConfig, speech_output_loss
 from mmseq.tasks.speecht5.text import speech_to_text_loss
-from timing import machine_line, median_times  # bench/timing.py
+from torch.utils.flop_counter import FlopCounterMode
+
+from timing import machine_line, matmul_peak, median_times  # bench/timing.py
 
 BATCH, SECONDS, TEXT_TOKENS, TARGET_TOKENS, FRAMES = 8, 3, 60, 30, 200
 
@@ -50,8 +58,11 @@ def main() -> None:
     from transformers.models.speecht5.modeling_speecht5 import SpeechT5SpectrogramLoss
 
     print(f"{machine_line()}; median of {args.repeats}; batch {BATCH}, SpeechT5-base sizes")
-    print("\n| task | transformers s/step | mmseq s/step | speed-up | loss transformers / mmseq (dropout on) |")
-    print("|---|---:|---:|---:|---|")
+    peak = matmul_peak()
+    print(f"fp32 matmul peak for the floor column: {peak / 1e9:.0f} GFLOP/s")
+    print("\n| task | transformers s/step | mmseq s/step | speed-up | loss transformers / mmseq (dropout on) "
+          "| GFLOP/step | floor s/step | transformers / floor |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     tmp = Path(tempfile.mkdtemp())
     g = torch.Generator().manual_seed(0)
     # base; guided attention on (2 heads, sigma 0.4, scale 10); no LayerDrop (see the module notes)
@@ -76,7 +87,12 @@ def main() -> None:
         hf_run, ours_run = step(hf_model, hf_loss), step(ours, ours_loss)
         hf_s, ours_s = median_times([hf_run, ours_run], args.repeats)
         losses = f"{hf_run():.3f} / {ours_run():.3f}"
-        print(f"| {name} | {hf_s:.2f} | {ours_s:.2f} | {hf_s / ours_s:.2f}x | {losses} |", flush=True)
+        with FlopCounterMode(display=False) as counter:
+            ours_run()
+        flops = counter.get_total_flops()
+        floor = flops / peak
+        print(f"| {name} | {hf_s:.2f} | {ours_s:.2f} | {hf_s / ours_s:.2f}x | {losses} | {flops / 1e9:.0f} "
+              f"| {floor:.2f} | {hf_s / floor:.2f}x |", flush=True)
 
     tasks = args.tasks.split(",")
     if "asr" in tasks:
