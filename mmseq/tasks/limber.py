@@ -53,7 +53,8 @@ from mmseq.data.vision.transforms import CenterCrop, Compose, Normalize, Resize
 from mmseq.errors import ConfigError, InputError
 from mmseq.generation.mode import generation_mode
 from mmseq.generation.text import beam_search, greedy_search, sample
-from mmseq.metrics.captioning import attribute_accuracy, caption_scores, vqa_accuracy
+from mmseq.checkpoint import load as load_checkpoint
+from mmseq.metrics.captioning import CLIPScorer, attribute_accuracy, caption_scores, clip_score, vqa_accuracy
 from mmseq.models.compose import DecoderOnlyModel
 from mmseq.models.limber import (ContrastiveImageTextEncoder, LabelSupervisedEncoder, LimberModel,
                                  MaskedImageEncoder, patch_mask_pixels)
@@ -349,6 +350,10 @@ class LimberCaptionConfig:
     num_beams: int = 1
     vqa_shots: list[int] = field(default_factory=lambda: [0])  # VQA evaluated k-shot for each k (train examples)
     shuffle_pairs: bool = False  # control: every training caption paired with another (fixed random) image
+    # CLIPScore of the evaluated captions: "" none; a limber_contrastive_encoder checkpoint folder; or an open_clip
+    # model name, its weights from the local file clip_score_weights ("" : random weights)
+    clip_score: str = ""
+    clip_score_weights: str = ""
 
 
 class CaptionSet(Dataset):
@@ -428,11 +433,76 @@ def _shot_examples(train: CaptionSet | None, root: Path, split: str) -> list[tup
             if q["image_id"] in index]
 
 
+class ContrastiveEncoderScorer:
+    """CLIPScore with a :class:`~mmseq.models.limber.ContrastiveImageTextEncoder` (``limber_encoder_contrastive``'s
+    model, the CLIP trained here): its image tower on the images (its own input transform), its text tower on the
+    captions (its tokenizer); the interface of :class:`~mmseq.metrics.captioning.CLIPScorer`."""
+
+    def __init__(self, model: ContrastiveImageTextEncoder, device: str | torch.device = "cpu", weight: float = 2.5,
+                 batch_size: int = 64):
+        if getattr(model, "tokenizer", None) is None:
+            raise ConfigError("the contrastive encoder used for CLIPScore has no tokenizer (a checkpoint of "
+                              "limber_encoder_contrastive carries it)")
+        self.model, self.device, self.weight, self.batch_size = model.to(device).eval(), device, weight, batch_size
+        self.state = {"transform": encoder_input_transform(model)}
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[Any], captions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Unit-norm image and text embeddings ``[N, E]`` of the pairs (images as paths)."""
+        if isinstance(captions, str) or len(images) != len(captions):
+            raise InputError(f"{len(images)} images but {1 if isinstance(captions, str) else len(captions)} captions")
+        tokenizer, image_out, text_out = self.model.tokenizer, [], []
+        for start in range(0, len(images), self.batch_size):
+            pixels = load_images(self.state, images[start : start + self.batch_size]).to(self.device)
+            tokens, lengths = pad_id_lists([tokenizer.encode(c) for c in captions[start : start + self.batch_size]],
+                                           tokenizer.pad_id)
+            image_out.append(self.model.encode_image(pixels))
+            text_out.append(self.model.encode_text(tokens.to(self.device), lengths.to(self.device)))
+        return torch.cat(image_out), torch.cat(text_out)
+
+    def __call__(self, images: Sequence[Any], captions: Sequence[str]) -> float:
+        return clip_score(*self.embed(images, captions), weight=self.weight)
+
+
+def clip_scorer(name: str, weights: str = "", device: str | torch.device = "cpu") -> Any:
+    """The CLIPScore scorer ``task_args.clip_score`` names: a ``limber_contrastive_encoder`` checkpoint folder
+    (:class:`ContrastiveEncoderScorer`), or an open_clip model name with weights from the local file ``weights``
+    (:class:`~mmseq.metrics.captioning.CLIPScorer`; "" keeps random weights)."""
+    if check_clip_score(name, weights) == "checkpoint":
+        model = load_checkpoint(name)
+        if not isinstance(model, ContrastiveImageTextEncoder):
+            raise ConfigError(f"task_args.clip_score: {name} is a {type(model).__name__} checkpoint, not a "
+                              "limber_contrastive_encoder")
+        return ContrastiveEncoderScorer(model, device)
+    return CLIPScorer(name, pretrained=weights or None, device=str(device))
+
+
+def check_clip_score(name: str, weights: str = "") -> str:
+    """``"checkpoint"`` or ``"open_clip"``: what ``task_args.clip_score`` names (checked before training, the
+    scorer is built at the first evaluation); ConfigError when it is neither or ``weights`` is not a file."""
+    if (Path(name) / "config.json").is_file():
+        if weights:
+            raise ConfigError("task_args.clip_score_weights is for an open_clip model name; the checkpoint "
+                              f"{name} holds its own weights")
+        return "checkpoint"
+    if Path(name).exists():
+        raise ConfigError(f"task_args.clip_score: {name} is not an mmseq checkpoint folder (no config.json); name "
+                          "an open_clip model and give its weights file as task_args.clip_score_weights")
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise ConfigError(f"task_args.clip_score: {name!r} is neither a checkpoint folder nor an open_clip model")
+    if weights and not Path(weights).is_file():
+        raise ConfigError(f"task_args.clip_score_weights: no file {weights}")
+    return "open_clip"
+
+
 def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any], references: Sequence[Sequence[str]],
                       objects: Sequence[Sequence[dict]] = (), prompt: str = CAPTION_PROMPT, batch_size: int = 16,
-                      **generate_kwargs: Any) -> dict[str, float]:
+                      scorer: Any = None, image_paths: Sequence[str] = (), **generate_kwargs: Any) -> dict[str, float]:
     """Captions of ``images`` (normalised tensors or :class:`ImageFeatures`) after ``prompt``: CIDEr-D, BLEU-4,
-    and the attribute accuracies when ``objects`` are given."""
+    the attribute accuracies when ``objects`` are given, and ``clip_score`` when a CLIPScore ``scorer`` and the
+    images' files (``image_paths``) are."""
     captions: list[str] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -440,6 +510,10 @@ def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any],
     metrics = caption_scores(captions, references)
     if objects and all(objects):
         metrics.update(attribute_accuracy(captions, objects))
+    if scorer is not None:
+        if len(image_paths) != len(captions):
+            raise InputError(f"CLIPScore needs the {len(captions)} images' files, got {len(image_paths)} paths")
+        metrics["clip_score"] = scorer(list(image_paths), captions)
     return metrics
 
 
@@ -455,6 +529,8 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
     if any(k < 0 for k in cfg.vqa_shots):
         raise ConfigError(f"task_args.vqa_shots must be >= 0, got {cfg.vqa_shots}")
     cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else root / "limber_features"
+    if cfg.clip_score:
+        check_clip_score(cfg.clip_score, cfg.clip_score_weights)
     state: dict[str, Any] = {}
 
     def prepare_model(model: nn.Module) -> None:
@@ -498,8 +574,11 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         count = len(data.paths) if cfg.eval_images <= 0 else min(cfg.eval_images, len(data.paths))
         images = [ImageFeatures(data.features[i]) for i in range(count)]
         generate = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams}
+        if cfg.clip_score and "scorer" not in state:  # built once, on the evaluation device
+            state["scorer"] = clip_scorer(cfg.clip_score, cfg.clip_score_weights, next(model.parameters()).device)
+        generate.update(scorer=state.get("scorer"))
         metrics = evaluate_captions(model, state["tokenizer"], images, data.references[:count], data.objects[:count],
-                                    cfg.caption_prompt, **generate)
+                                    cfg.caption_prompt, image_paths=data.paths[:count], **generate)
         domains = sorted(set(data.domains[:count]) - {""})
         if len(domains) > 1:  # the compositional split: each domain on its own
             for domain in domains:
@@ -507,7 +586,7 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
                 part = evaluate_captions(model, state["tokenizer"], [images[i] for i in keep],
                                          [data.references[i] for i in keep],
                                          [data.objects[i] for i in keep] if data.objects[0] else (),
-                                         cfg.caption_prompt, **generate)
+                                         cfg.caption_prompt, image_paths=[data.paths[i] for i in keep], **generate)
                 metrics.update({f"{k}/{domain}": v for k, v in part.items()})
         vqa = _vqa_split(root, names[split])
         if vqa is not None:

@@ -424,3 +424,52 @@ def test_contrastive_task_names_the_vocabulary_the_text_tower_needs(corpus):
                                vocab_size=task.info["vocab_size"] + 1)
     with pytest.raises(ConfigError, match=f"model_args.vocab_size={task.info['vocab_size']}"):
         task.prepare_model(model)
+
+
+def test_caption_evaluation_reports_clip_score_with_the_contrastive_encoder(corpus, tokenizer, tmp_path):
+    from mmseq.tasks.limber import ContrastiveEncoderScorer, clip_scorer, evaluate_captions
+
+    encoder_task = build_task("limber_encoder_contrastive", {"root": str(corpus)})
+    torch.manual_seed(0)
+    clip = mmseq.create_model("limber_contrastive_encoder", backbone="test_resnet", image_size=32, text_dim=32,
+                              embed_dim=16, text_ffn_dim=64, text_layers=1, vocab_size=encoder_task.info["vocab_size"])
+    encoder_task.prepare_model(clip)
+    mmseq.save_pretrained(clip, tmp_path / "clip")
+    scorer = clip_scorer(str(tmp_path / "clip"))
+    assert isinstance(scorer, ContrastiveEncoderScorer)
+    # CLIPScore by hand: 2.5 * max(cos, 0) of the towers' embeddings, averaged over the pairs
+    paths = sorted(str(p) for p in (corpus / "val2014").glob("*.jpg"))[:3]
+    captions = ["a red cube", "two blue cones", "a small green table"]
+    clip.eval()
+    with torch.no_grad():
+        pixels = torch.stack([encoder_task_transform(clip, p) for p in paths])
+        tokens, lengths = clip.tokenizer.batch_encode(captions)
+        cos = (clip.encode_image(pixels) * clip.encode_text(tokens, lengths)).sum(-1)
+    assert scorer(paths, captions) == pytest.approx(float((2.5 * cos.clamp(min=0)).mean()), rel=1e-5)
+    assert scorer(paths, captions) != pytest.approx(scorer(paths, captions[::-1]), rel=1e-5)
+
+    task = build_task("limber_caption", {"root": str(corpus), "feature_cache": str(tmp_path / "f"), "eval_images": 4,
+                                         "eval_questions": 0, "vqa_shots": [0], "max_new_tokens": 5,
+                                         "clip_score": str(tmp_path / "clip")})
+    model = _model(tokenizer)
+    task.prepare_model(model)
+    metrics = task.evaluate(model.eval(), "val")
+    # the task's score is the scorer's on the same captions of the evaluated images
+    data = task.val_set
+    images = [ImageFeatures(data.features[i]) for i in range(4)]
+    captions = generate_text(model, [[im, "A picture of"] for im in images], tokenizer, max_new_tokens=5)
+    assert metrics["clip_score"] == pytest.approx(scorer(data.paths[:4], captions), rel=1e-5)
+    assert "clip_score/out-domain" in metrics
+    without = evaluate_captions(model, tokenizer, images, data.references[:4], max_new_tokens=5)
+    assert "clip_score" not in without
+    with pytest.raises(ConfigError, match="neither a checkpoint folder nor an open_clip model"):
+        build_task("limber_caption", {"root": str(corpus), "clip_score": "no-such-clip"})
+    with pytest.raises(ConfigError, match="not an mmseq checkpoint folder"):
+        build_task("limber_caption", {"root": str(corpus), "clip_score": str(tmp_path / "f")})
+
+
+def encoder_task_transform(model, path):
+    from mmseq.data.vision.readers_common import load_image
+    from mmseq.tasks.limber import encoder_input_transform
+
+    return encoder_input_transform(model)({"image": load_image(path)}, torch.Generator())["image"]
