@@ -12,17 +12,33 @@ first scale), Chamfer compares two clouds of the same size, forward and backward
 amount of tensor memory held at once during one call beyond its inputs, from the torch profiler's record of
 allocations and frees on the CPU.
 
-    python bench/points.py [--sizes 1024 4096 8192] [--batch 8] [--chamfer-batch 4] [--repeats 3] [--threads 1]
+The second table is a pre-training step of the models (forward with the loss, backward, AdamW step; the frozen
+2-D teacher of I2P-MAE runs its forward inside the step and gets no update), at the recipes' batch of 16 and 512
+points per cloud, as the CPU recipes train the ``*_tiny`` variants (``--step-points 0``: each model's own point
+count, 1024 for Point-MAE and 2048 for Point-M2AE / I2P-MAE at paper size, with ``--step-models point_mae point_m2ae
+i2p_mae``). Weights are freshly initialised (the teacher's too): the work of a step does not depend on them. Wall
+times are medians over rounds that time every function in turn; ``step CPU ms`` is the median CPU time of the
+process per step (one thread: the step's work, which other jobs on a shared machine inflate less than wall time).
+``grouping ms`` is the FPS + kNN part of one forward (the hierarchy of all three scales for Point-M2AE / I2P-MAE),
+shown as a share of the step.
+
+    python bench/points.py [--tables ops step] [--sizes 1024 4096 8192] [--batch 8] [--chamfer-batch 4]
+                           [--step-models point_mae_tiny point_m2ae_tiny i2p_mae_tiny] [--step-batch 16]
+                           [--step-points 512] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 from collections.abc import Callable
 
 import torch
+import torch.nn as nn
 from timing import machine_line, median_times
 
+import mmseq
 from mmseq.nn.points import chamfer_distance_l2, farthest_point_sample, group_points, knn
 
 
@@ -90,29 +106,19 @@ def chamfer_step(loss: Callable, a: torch.Tensor, b: torch.Tensor) -> Callable[[
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--chamfer-batch", type=int, default=4)
-    parser.add_argument("--centres", type=int, default=512)
-    parser.add_argument("--neighbours", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(machine_line())
-    print(f"batch {args.batch} (Chamfer {args.chamfer_batch}), {args.centres} centres, {args.neighbours} neighbours, "
-          f"median of {args.repeats}\n")
+def ops_table(sizes: list[int], batch: int, chamfer_batch: int, num_centres: int, neighbours: int,
+              repeats: int) -> None:
+    print(f"batch {batch} (Chamfer {chamfer_batch}), {num_centres} centres, {neighbours} neighbours, median of "
+          f"{repeats}\n")
     print("| op | points | peer ms | mmseq ms | speed-up | peer peak MiB | mmseq peak MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    g, k = args.centres, args.neighbours
-    for n in args.sizes:
+    g, k = num_centres, neighbours
+    for n in sizes:
         gen = torch.Generator().manual_seed(n)
-        xyz = torch.rand(args.batch, n, 3, generator=gen)
+        xyz = torch.rand(batch, n, 3, generator=gen)
         centres = xyz[:, :g].contiguous()
-        a = torch.rand(args.chamfer_batch, n, 3, generator=gen, requires_grad=True)
-        b = torch.rand(args.chamfer_batch, n, 3, generator=gen, requires_grad=True)
+        a = torch.rand(chamfer_batch, n, 3, generator=gen, requires_grad=True)
+        b = torch.rand(chamfer_batch, n, 3, generator=gen, requires_grad=True)
 
         assert torch.equal(ref_farthest_point_sample(xyz, g), farthest_point_sample(xyz, g))
         ours_knn = knn(centres, xyz, k)[1]
@@ -128,10 +134,88 @@ def main() -> None:
             "Chamfer L2 fwd+bwd": (chamfer_step(ref_chamfer_l2, a, b), chamfer_step(chamfer_distance_l2, a, b)),
         }
         for name, (peer, ours) in cases.items():
-            peer_s, ours_s = median_times([peer, ours], args.repeats)
+            peer_s, ours_s = median_times([peer, ours], repeats)
             peer_mem, ours_mem = peak_memory(peer), peak_memory(ours)
             print(f"| {name} | {n} | {peer_s * 1e3:.1f} | {ours_s * 1e3:.1f} | {peer_s / ours_s:.1f}x | "
                   f"{peer_mem / 2**20:.1f} | {ours_mem / 2**20:.1f} |", flush=True)
+
+
+Call = Callable[[], object]
+
+
+def pretrain_step(name: str, batch: int, num_points: int) -> tuple[nn.Module, Call, Call, Call]:
+    """The model ``name``, a training-step call (forward with the loss, backward, AdamW), a forward-only call and
+    its grouping, on one batch of unit-sphere clouds of ``num_points`` (0: the model's own count)."""
+    torch.manual_seed(0)
+    model = mmseq.create_model(name).train()
+    points = torch.randn(batch, num_points or model.num_points, 3, generator=torch.Generator().manual_seed(1))
+    points = points / points.norm(dim=-1, keepdim=True).amax(dim=1, keepdim=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.05)
+    grouping = model.hierarchy if hasattr(model, "hierarchy") else model.group
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(points).loss
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def forward():
+        with torch.no_grad():
+            return model(points).loss
+
+    return model, step, forward, lambda: grouping(points)
+
+
+def median_cpu_time(fn: Call, repeats: int) -> float:
+    """Median CPU seconds of this process over ``repeats`` calls of ``fn`` (after one warm-up): with one thread,
+    the work of a call, less inflated than wall time when other jobs share the cores."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
+def step_table(models: list[str], batch: int, num_points: int, repeats: int) -> None:
+    print(f"\npre-training step, batch {batch}, AdamW, median of {repeats}\n")
+    print("| model | points | trainable params (M) | step ms | clouds/s | step CPU ms | clouds/CPU s | "
+          "forward ms (no grad) | grouping ms | grouping share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in models:
+        model, step, forward, grouping = pretrain_step(name, batch, num_points)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
+        step_s, forward_s, grouping_s = median_times([step, forward, grouping], repeats)
+        cpu_s = median_cpu_time(step, repeats)
+        print(f"| `{name}` | {num_points or model.num_points} | {params:.2f} | {step_s * 1e3:.0f} | "
+              f"{batch / step_s:.1f} | {cpu_s * 1e3:.0f} | {batch / cpu_s:.1f} | {forward_s * 1e3:.0f} | "
+              f"{grouping_s * 1e3:.0f} | "
+              f"{grouping_s / step_s:.0%} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", nargs="+", choices=("ops", "step"), default=["ops", "step"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--chamfer-batch", type=int, default=4)
+    parser.add_argument("--centres", type=int, default=512)
+    parser.add_argument("--neighbours", type=int, default=16)
+    parser.add_argument("--step-models", nargs="+", default=["point_mae_tiny", "point_m2ae_tiny", "i2p_mae_tiny"])
+    parser.add_argument("--step-batch", type=int, default=16)
+    parser.add_argument("--step-points", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine_line())
+    if "ops" in args.tables:
+        ops_table(args.sizes, args.batch, args.chamfer_batch, args.centres, args.neighbours, args.repeats)
+    if "step" in args.tables:
+        step_table(args.step_models, args.step_batch, args.step_points, args.repeats)
 
 
 if __name__ == "__main__":
