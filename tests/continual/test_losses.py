@@ -11,7 +11,7 @@ from mmseq.errors import InputError
 
 
 def nspt_by_hand(s, t, y, anchors, tau):
-    s, t = F.normalize(s, dim=1), F.normalize(t, dim=1)
+    s, t = F.normalize(s.detach(), dim=1), F.normalize(t.detach(), dim=1)
     losses = []
     for i in range(len(y)):
         if not anchors[i]:
