@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmseq.data.vision.readers_points import ModelNet40H5, ScanObjectNN, ShapeNet55
+from mmseq.data.vision.readers_points import SCANOBJECTNN_VARIANTS, ModelNet40H5, ScanObjectNN, ShapeNet55
 from mmseq.data.vision.transforms import Compose, TransformedDataset
 from mmseq.data.vision.transforms_points import (NormalizeUnitSphere, RandomSubsample, normalize_unit_sphere,
                                                  scale_and_translate)
@@ -45,13 +45,14 @@ SETS = ("clean", "hard")
 
 # --- data ---------------------------------------------------------------------------------------------------------
 
-def labelled_set(root: str, which: str, split: str):
-    """The clean (``modelnet40_ply_hdf5_2048``) or hard (``h5_files``, PB_T50_RS) split under ``root``."""
+def labelled_set(root: str, which: str, split: str, variant: str = "pb_t50_rs"):
+    """The clean (``modelnet40_ply_hdf5_2048``) or hard (``h5_files``, ScanObjectNN ``variant``, by default
+    PB_T50_RS) split under ``root``."""
     if which not in SETS:
         raise ConfigError(f"point set must be one of {SETS}, got {which!r}")
     if which == "clean":
         return ModelNet40H5(Path(root) / "modelnet40_ply_hdf5_2048", split)
-    return ScanObjectNN(Path(root) / "h5_files", split)
+    return ScanObjectNN(Path(root) / "h5_files", split, variant)
 
 
 def subsampled(dataset, num_points: int, train: bool, seed: int) -> Dataset:
@@ -230,11 +231,13 @@ def point_pretrain(cfg: PretrainConfig) -> Task:
 
 @dataclass
 class ClassificationConfig:
-    """Args: ``root``; ``set`` (``clean`` or ``hard``); ``num_points``; ``label_smoothing``; ``votes`` (voting
-    copies per test cloud in ``evaluate``, 0: off); ``seed``."""
+    """Args: ``root``; ``set`` (``clean`` or ``hard``); ``variant``: the ScanObjectNN variant the hard set reads
+    (``obj_bg``, ``obj_only``, ``pb_t50_rs``, ...; the synthetic product writes ``pb_t50_rs`` only); ``num_points``;
+    ``label_smoothing``; ``votes`` (voting copies per test cloud in ``evaluate``, 0: off); ``seed``."""
 
     root: str = "data/synth_points"
     set: str = "hard"
+    variant: str = "pb_t50_rs"
     num_points: int = 1024
     label_smoothing: float = 0.0
     votes: int = 10
@@ -243,12 +246,15 @@ class ClassificationConfig:
     def __post_init__(self) -> None:
         if self.set not in SETS:
             raise ConfigError(f"task_args.set must be one of {SETS}, got {self.set!r}")
+        if self.variant not in SCANOBJECTNN_VARIANTS:
+            raise ConfigError(f"task_args.variant must be one of {tuple(SCANOBJECTNN_VARIANTS)}, got "
+                              f"{self.variant!r}")
 
 
 @register_task(config=ClassificationConfig)
 def point_classification(cfg: ClassificationConfig) -> Task:
-    train = subsampled(labelled_set(cfg.root, cfg.set, "train"), cfg.num_points, True, cfg.seed)
-    test = subsampled(labelled_set(cfg.root, cfg.set, "test"), cfg.num_points, False, cfg.seed)
+    train = subsampled(labelled_set(cfg.root, cfg.set, "train", cfg.variant), cfg.num_points, True, cfg.seed)
+    test = subsampled(labelled_set(cfg.root, cfg.set, "test", cfg.variant), cfg.num_points, False, cfg.seed)
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Ratio]]:
         points = augment(batch["points"]) if model.training else batch["points"]
@@ -272,4 +278,5 @@ def point_classification(cfg: ClassificationConfig) -> Task:
         return {"vote_accuracy": correct / len(test)}
 
     return Task(train, test, collate_points, loss, test_set=test, evaluate=evaluate,
-                info={"set": cfg.set, "classes": list(test.classes or [])})
+                info={"set": cfg.set, "variant": cfg.variant if cfg.set == "hard" else None,
+                      "classes": list(test.classes or [])})
