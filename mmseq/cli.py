@@ -17,6 +17,7 @@ from mmseq.inference.cli import add_parser as add_infer
 from mmseq.inference.speaker import add_parser as add_embed_speakers
 from mmseq.registry import list_models, model_arguments
 from mmseq.train.cli import add_parsers as add_train
+from mmseq.train.continual import add_parser as add_continual
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)  # train, eval
     add_embed_speakers(add_data(sub))  # data ... (embed-speakers needs models, so it is added here)
     add_infer(sub)  # infer
+    add_continual(sub)  # continual run
     return parser
 
 

@@ -3,7 +3,7 @@ family (:mod:`mmseq.tasks.core`: the embedded ``sequence_reversal``; :mod:`mmseq
 :mod:`mmseq.tasks.base`. Importing this package registers the built-in tasks.
 """
 
-from mmseq.tasks import core, hifigan, limber, pointcloud, segmentation, speaker, speecht5, tera  # noqa: F401
+from mmseq.tasks import core, hifigan, limber, pointcloud, segmentation, slu, speaker, speecht5, tera  # noqa: F401
 from mmseq.tasks.base import (Adversary, Callback, ListDataset, LossFn, Ratio, RunContext, Task, build_task, list_tasks, register_task,
                               task_config)
 
