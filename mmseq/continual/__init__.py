@@ -1,7 +1,7 @@
 """Continual (class-incremental) learning: streams over a manifest's labels, rehearsal memory, COCONUT's
 contrastive losses and the metrics of an accuracy matrix (Avg Acc, Last Acc, backward transfer, forgetting)."""
 
-from mmseq.continual.losses import multimodal_contrastive_loss, nspt_loss, supcon_loss
+from mmseq.nn.contrastive import multimodal_contrastive_loss, nspt_loss, supcon_loss
 from mmseq.continual.memory import RehearsalMemory, rank_closest_to_mean, rank_herding
 from mmseq.continual.metrics import (AccuracyMatrix, average_incremental_accuracy, backward_transfer, forgetting,
                                      stream_summary)

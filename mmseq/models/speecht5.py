@@ -26,6 +26,7 @@ from mmseq.models.compose import EncoderDecoderModel, EncoderModel
 from mmseq.nn.attention import lengths_to_padding_mask
 from mmseq.nn.transformer import LayerSpec, TransformerDecoder, TransformerEncoder
 from mmseq.postnets.classifier import ClassifierPostnet
+from mmseq.postnets.projection import ProjectionHeads
 from mmseq.postnets.speech import SpeechDecoderPostnet
 from mmseq.postnets.text import CTCHead, LMHead
 from mmseq.prenets.logmel import LogMelPrenet
@@ -86,7 +87,8 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
              speaker_embedding_dim: int = 512, postnet_layers: int = 5, postnet_units: int = 256,
              postnet_kernel: int = 5, postnet_dropout: float = 0.5, ctc: bool = False,
              num_classes: int = 1251, sid_pooling: str = "encoder", se_predict: str = "target",
-             se_decoder_input: str = "previous_target", gradient_checkpointing: bool = False) -> nn.Module:
+             se_decoder_input: str = "previous_target", gradient_checkpointing: bool = False,
+             projection_dim: int = 0) -> nn.Module:
     """Compose a SpeechT5 model for ``task`` (one of asr, st, tts, vc, se, sid); defaults are SpeechT5-base.
 
     Enhancement models (``task="se"``) also say what their frames mean, which generation and the pipeline then
@@ -94,6 +96,9 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
     the estimate is ``noisy + log10(sigmoid(output))``) or a difference to them (``delta``); ``se_decoder_input``
     -- the decoder reads its previous frames (``previous_target``, autoregressive) or the noisy frames themselves
     (``source``: one pass; required by ``mask`` and ``delta``).
+
+    ``projection_dim > 0`` (ASR / ST models) adds ``projection_heads``, the contrastive heads of COCONUT's losses
+    (:class:`~mmseq.postnets.projection.ProjectionHeads`).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -154,6 +159,10 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
     ctc_head = CTCHead(dim, vocab_size) if ctc and task in ("asr", "st") else None
     model = EncoderDecoderModel(encoder_prenet, encoder, decoder_prenet, decoder, postnet, encoder_postnet=ctc_head)
     model.task = task
+    if projection_dim:
+        if task not in ("asr", "st"):
+            raise ValueError(f"projection_dim is for the text-output tasks (asr, st), not {task!r}")
+        model.projection_heads = ProjectionHeads(dim, projection_dim)
     if task == "se":
         model.se_predict, model.se_decoder_input = se_predict, se_decoder_input
     return model

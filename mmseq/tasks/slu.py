@@ -9,6 +9,22 @@ For continual learning, the task can keep only some labels (``keep_labels``: a c
 add rehearsal utterances by id (``rehearsal_ids``) and test on other labels (``test_labels``: every class seen so
 far). The character vocabulary is trained on the *whole* training split whatever is kept, so every task of a
 stream has the same one.
+
+With a ``teacher`` (the previous task's model, a checkpoint folder; frozen, run once per batch) the loss adds the
+distillation and contrastive terms of the continual strategies, each with its weight (0: off):
+
+* ``audio_kd``: MSE between the student's and the teacher's encoder outputs (valid frames);
+* ``token_kd``: ``T^2 KL(teacher || student)`` of the teacher-forced token distributions at temperature
+  ``kd_temperature`` (valid target tokens);
+  both on the rehearsal utterances (``kd_on: rehearsal``, as CL_SLU's ``only_rehe``) or on every item (``all``);
+* ``seq_kd``: the rehearsal utterances' targets are the teacher's own generated outputs (beam search,
+  ``seq_kd_beams``), decoded once when the task is built;
+* ``nspt``: COCONUT's negative-student positive-teacher loss (:func:`mmseq.nn.contrastive.nspt_loss`) on the audio
+  projections of student and teacher, the rehearsal utterances as anchors;
+* ``mm``: COCONUT's multimodal loss between the audio projection and the text projection of the mean token
+  embedding of the target (decoder embedding table), on the current task's utterances (``mm_on: new``) or all.
+
+The projections need a model with ``projection_heads`` (``model_args.projection_dim``).
 """
 
 from __future__ import annotations
@@ -20,12 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmseq.checkpoint import load
 from mmseq.data.manifest import Utterance
 from mmseq.data.tokenizers import SpeechT5CharTokenizer
 from mmseq.errors import ConfigError
 from mmseq.metrics import word_error_rate
 from mmseq.tasks.base import Task, register_task
-from mmseq.tasks.speecht5.data import SpeechItems, bind_tokenizer, duration_plan, read_split
+from mmseq.nn.contrastive import multimodal_contrastive_loss, nspt_loss
+from mmseq.tasks.speecht5.data import SpeechItem, SpeechItems, bind_tokenizer, duration_plan, read_split, unwrap
 from mmseq.tasks.speecht5.text import collate_text, normalize_text, speech_to_text_loss, transcribe
 
 SEPARATOR = " | "
@@ -51,10 +69,30 @@ class SluConfig:
     num_beams: int = 1
     max_new_tokens: int = 0  # 0: 1.5 x the longest training target + 10
     decode_batch_size: int = 16
+    teacher: str | None = None  # the previous task's model (a checkpoint folder), for the terms below
+    kd_on: str = "rehearsal"  # rehearsal | all
+    audio_kd: float = 0.0
+    token_kd: float = 0.0
+    kd_temperature: float = 2.0
+    seq_kd: bool = False
+    seq_kd_beams: int = 5
+    nspt: float = 0.0
+    nspt_temperature: float = 0.1
+    mm: float = 0.0
+    mm_temperature: float = 0.1
+    mm_on: str = "new"  # new | all
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"task_args.target {self.target!r}: expected one of {', '.join(TARGETS)}")
+        if self.kd_on not in ("rehearsal", "all") or self.mm_on not in ("new", "all"):
+            raise ConfigError("task_args.kd_on must be rehearsal | all and mm_on new | all")
+        for key in ("audio_kd", "token_kd", "nspt", "mm"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"task_args.{key} must be >= 0, got {getattr(self, key)}")
+        if (self.audio_kd or self.token_kd or self.seq_kd or self.nspt) and not self.teacher:
+            raise ConfigError("task_args.audio_kd / token_kd / seq_kd / nspt need task_args.teacher (the previous "
+                              "task's model)")
         if self.num_beams < 1 or self.decode_batch_size < 1:
             raise ConfigError("task_args.num_beams and decode_batch_size must be >= 1")
 
@@ -104,6 +142,67 @@ class SluData:
         return [split_output(t)[0] for t in texts]
 
 
+def load_teacher(path: str) -> nn.Module:
+    """The previous task's model, frozen and in eval mode."""
+    teacher = load(path).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _rows(select: Tensor, lengths: Tensor, width: int) -> Tensor:
+    """``[B, width]`` bool: the valid steps of the selected rows."""
+    steps = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+    return steps & select[:, None]
+
+
+def continual_terms(model: nn.Module, out: Any, teacher: nn.Module | None, batch: dict[str, Tensor],
+                    cfg: SluConfig) -> dict[str, Tensor]:
+    """The weighted terms' unweighted values (``audio_kd``, ``token_kd``, ``nspt``, ``mm``) on one batch, the
+    teacher run once (see the module notes)."""
+    terms: dict[str, Tensor] = {}
+    rehearsal = batch["rehearsal"].to(out.encoder_hidden.device)
+    select = rehearsal if cfg.kd_on == "rehearsal" else torch.ones_like(rehearsal)
+    t_out = None
+    if teacher is not None and (cfg.audio_kd or cfg.token_kd or cfg.nspt):
+        device = out.encoder_hidden.device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        with torch.no_grad():
+            t_out = teacher(batch["audio"], batch["audio_lengths"], batch["dec_in"], batch["target_lengths"])
+    zero = out.encoder_hidden.sum() * 0.0
+    if cfg.audio_kd:
+        frames = _rows(select, out.encoder_lengths, out.encoder_hidden.shape[1])
+        diff = (out.encoder_hidden.float() - t_out.encoder_hidden.float()).pow(2).mean(-1)
+        terms["audio_kd"] = diff[frames].mean() if bool(frames.any()) else zero
+    if cfg.token_kd:
+        tokens = _rows(select, batch["target_lengths"], out.outputs.shape[1])
+        temp = cfg.kd_temperature
+        log_s = torch.log_softmax(out.outputs.float() / temp, -1)
+        log_t = torch.log_softmax(t_out.outputs.float() / temp, -1)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+        terms["token_kd"] = kl[tokens].mean() * temp**2 if bool(tokens.any()) else zero
+    if cfg.nspt or cfg.mm:
+        heads = getattr(model, "projection_heads", None)
+        if heads is None:
+            raise ConfigError("task_args.nspt / mm need a model with projection heads (model_args.projection_dim)")
+        audio = heads.audio(out.encoder_hidden, out.encoder_lengths)
+        if cfg.nspt:
+            t_heads = getattr(teacher, "projection_heads", None)
+            if t_heads is None:
+                raise ConfigError("task_args.nspt needs a teacher with projection heads")
+            with torch.no_grad():
+                t_audio = t_heads.audio(t_out.encoder_hidden, t_out.encoder_lengths)
+            terms["nspt"] = nspt_loss(audio, t_audio, batch["label"].to(audio.device), rehearsal,
+                                      cfg.nspt_temperature)
+        if cfg.mm:
+            embedded = model.decoder_prenet.embed_tokens(batch["target"])  # padded with pad_id, masked by lengths
+            text = heads.text(embedded, (batch["target_lengths"] - 1).clamp(min=1))  # without </s>
+            mask = ~rehearsal if cfg.mm_on == "new" else None
+            terms["mm"] = multimodal_contrastive_loss(audio, text, cfg.mm_temperature, mask)
+    return terms
+
+
 def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
     """The task and its data (see the module notes)."""
     full = {"train": read_split(cfg.corpus, cfg.train_manifest), "val": read_split(cfg.corpus, cfg.val_manifest),
@@ -131,17 +230,41 @@ def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
         raise ConfigError("the SLU task has no training utterance (keep_labels selects none)")
     labels = {s: [utterance_label(u, cfg.label_field) for u in us] for s, us in splits.items()}
     targets = {s: [tokenizer.encode(target_text(u, cfg)) for u in us] for s, us in splits.items()}
-    items = {s: SpeechItems(splits[s], targets[s]) for s in splits}
+    n_kept = len(train) - sum(1 for i in cfg.rehearsal_ids if i not in chosen)
+    teacher = load_teacher(cfg.teacher) if cfg.teacher else None
+    if cfg.seq_kd and n_kept < len(train):  # the rehearsal utterances learn what the teacher says about them
+        rehearsal_items = SpeechItems(train[n_kept:], targets["train"][n_kept:])
+        said = transcribe(teacher, [rehearsal_items[i] for i in range(len(rehearsal_items))], tokenizer,
+                          num_beams=cfg.seq_kd_beams, ctc_weight=0.0,
+                          max_new_tokens=int(1.5 * max(len(t) for t in targets["train"])) + 10,
+                          batch_size=cfg.decode_batch_size)
+        targets["train"][n_kept:] = [tokenizer.encode(t) for t in said]
+    label_ids = {lab: i for i, lab in enumerate(sorted(train_labels))}
+    items = {s: SpeechItems(splits[s], [(t, label_ids.get(lab, -1), s == "train" and i >= n_kept)
+                                        for i, (t, lab) in enumerate(zip(targets[s], labels[s]))])
+             for s in splits}
     longest = int(1.5 * max(len(t) for t in targets["train"])) + 10
     data = SluData(splits, labels, items, tokenizer, cfg, cfg.max_new_tokens or longest)
 
-    def collate(batch: list) -> dict[str, Tensor]:
-        return collate_text(batch, tokenizer.pad_id, tokenizer.eos_id)
+    def collate(batch: list[SpeechItem]) -> dict[str, Tensor]:
+        out = collate_text([SpeechItem(b.audio, b.target[0], b.index) for b in batch], tokenizer.pad_id,
+                           tokenizer.eos_id)
+        out["label"] = torch.tensor([b.target[1] for b in batch])
+        out["rehearsal"] = torch.tensor([b.target[2] for b in batch])
+        return out
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
-        return speech_to_text_loss(model, batch, ce_weight=cfg.ce_weight, ctc_weight=cfg.ctc_weight,
-                                   label_smoothing=cfg.label_smoothing, pad_id=tokenizer.pad_id,
-                                   eos_id=tokenizer.eos_id, blank_id=tokenizer.ctc_blank_id)
+        out = model(batch["audio"], batch["audio_lengths"], batch["dec_in"], batch["target_lengths"])
+        total, metrics = speech_to_text_loss(model, batch, ce_weight=cfg.ce_weight, ctc_weight=cfg.ctc_weight,
+                                             label_smoothing=cfg.label_smoothing, pad_id=tokenizer.pad_id,
+                                             eos_id=tokenizer.eos_id, blank_id=tokenizer.ctc_blank_id, outputs=out)
+        if teacher is None and not cfg.mm:
+            return total, metrics
+        extra = continual_terms(unwrap(model), out, teacher, batch, cfg)
+        for name, value in extra.items():
+            metrics[name] = float(value.detach())
+            total = total + getattr(cfg, name) * value
+        return total, metrics
 
     @torch.no_grad()
     def evaluate(model: nn.Module, split: str) -> dict[str, Any]:

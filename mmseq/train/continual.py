@@ -4,17 +4,20 @@ A stream config holds an ordinary run config (``run``: task ``slu_seq2seq``, mod
 stream around it::
 
     stream: {preset: fsc6, seed: 0, class_rule: sorted}   # or num_classes / increment / initial_increment / class_order
-    strategy: {name: er}                                   # finetune | er | offline
+    strategy: {name: er}          # finetune | er | offline | audio_kd | token_kd | seq_kd | coconut | coconut_seq_kd
     memory: {fraction: 0.01, selection: random}            # or size; closest | herding; fixed_memory
     out_dir: runs/coconut/er_fsc6_seed0
     run: {task: slu_seq2seq, task_args: {...}, model: ..., trainer: {max_steps: ...}}
 
 Task ``t`` is one training run of the loop in ``out_dir/task_<t>`` (so a run killed inside a task resumes there
 exactly), on the classes task ``t`` adds (``finetune``), plus the rehearsal memory's utterances (``er``), or on every
-class seen so far (``offline``: joint training, the upper bound). Task 0 starts as ``run.init_from`` says; task
-``t > 0`` from task ``t - 1``'s best model. After each task the best model labels the test utterances of every seen
-class, which fills a row of the accuracy matrix, and the memory takes the new classes' exemplars (features for
-``closest`` / ``herding``: the mean-pooled last encoder layer of the model just trained). ``out_dir/stream.json``
+class seen so far (``offline``: joint training, the upper bound). The distillation strategies (``audio_kd``,
+``token_kd``, ``seq_kd``) and COCONUT (NSPT + MM; ``coconut_seq_kd`` adds sequence-level KD) replay too, and take
+task ``t - 1``'s best model as the teacher; their weights are ``strategy.*`` (``strategy.nspt=0`` or
+``strategy.mm=0`` takes one of COCONUT's losses out: the paper's ablation). Task 0 starts as ``run.init_from``
+says; task ``t > 0`` from task ``t - 1``'s best model. After each task the best model labels the test utterances
+of every seen class, which fills a row of the accuracy matrix, and the memory takes the new classes' exemplars
+(features for ``closest`` / ``herding``: the mean-pooled last encoder layer of the model just trained). ``out_dir/stream.json``
 (written atomically after each task) holds the finished tasks' rows, the memory and the stream, so a stream
 restarted after a task boundary goes on from there. At the end ``metrics.json`` has the accuracy matrix, Avg Acc,
 Last Acc, backward transfer and forgetting (the papers' definitions, and continuum's under ``continuum``), and
@@ -42,7 +45,10 @@ from mmseq.tasks.speecht5.data import pad_waveforms
 from mmseq.train.config import RunConfig
 from mmseq.train.loop import import_user_code, train
 
-STRATEGIES = ("finetune", "er", "offline")
+STRATEGIES = ("finetune", "er", "offline", "audio_kd", "token_kd", "seq_kd", "coconut", "coconut_seq_kd")
+# what each strategy turns on besides the rehearsal memory (every strategy but finetune and offline replays)
+_TERMS = {"audio_kd": ("audio_kd",), "token_kd": ("token_kd",), "seq_kd": ("seq_kd",), "coconut": ("nspt", "mm"),
+          "coconut_seq_kd": ("nspt", "mm", "seq_kd")}
 
 
 @dataclass
@@ -62,9 +68,46 @@ class StreamConfig:
 @dataclass
 class StrategyConfig:
     name: str = "finetune"
+    # the weights and settings of the terms a strategy turns on (mmseq.tasks.slu); COCONUT's weights and
+    # temperatures are not published (shared/reference/tera_coconut.md, B6): these are this package's defaults
+    audio_kd: float = 1.0
+    token_kd: float = 1.0
+    kd_temperature: float = 2.0
+    kd_on: str = "rehearsal"
+    seq_kd_beams: int = 5
+    nspt: float = 0.1
+    nspt_temperature: float = 0.1
+    mm: float = 0.1
+    mm_temperature: float = 0.1
+    mm_on: str = "new"
 
     def __post_init__(self) -> None:
         check_choice("strategy.name", self.name, STRATEGIES)
+
+    @property
+    def replays(self) -> bool:
+        return self.name not in ("finetune", "offline")
+
+    def task_args(self, teacher: str | None) -> dict[str, Any]:
+        """The slu_seq2seq arguments of this strategy for a task whose teacher is ``teacher`` (None: the first
+        task, where only MM, which needs no teacher, applies)."""
+        terms = _TERMS.get(self.name, ())
+        args: dict[str, Any] = {}
+        if "mm" in terms and self.mm > 0:
+            args.update(mm=self.mm, mm_temperature=self.mm_temperature, mm_on=self.mm_on)
+        if teacher is None:
+            return args
+        if "audio_kd" in terms:
+            args.update(audio_kd=self.audio_kd, kd_on=self.kd_on)
+        if "token_kd" in terms:
+            args.update(token_kd=self.token_kd, kd_temperature=self.kd_temperature, kd_on=self.kd_on)
+        if "seq_kd" in terms:
+            args.update(seq_kd=True, seq_kd_beams=self.seq_kd_beams)
+        if "nspt" in terms and self.nspt > 0:
+            args.update(nspt=self.nspt, nspt_temperature=self.nspt_temperature)
+        if set(args) - {"mm", "mm_temperature", "mm_on"}:
+            args["teacher"] = teacher
+        return args
 
 
 @dataclass
@@ -163,7 +206,7 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"test labels {unknown[:5]} do not occur in the training split")
     memory = None
-    if cfg.strategy.name == "er":
+    if cfg.strategy.replays:
         memory = RehearsalMemory(size=cfg.memory.size, fraction=cfg.memory.fraction, selection=cfg.memory.selection,
                                  fixed_memory=cfg.memory.fixed_memory, seed=cfg.memory.seed)
     matrix = AccuracyMatrix(stream.num_tasks)
@@ -191,6 +234,7 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
         if memory is not None and len(memory):
             positions, _ = memory.items()
             args["rehearsal_ids"] = [train_utts[p].id for p in positions]
+        args.update(cfg.strategy.task_args(str(out_dir / f"task_{t - 1}" / "best") if t > 0 else None))
         run.task_args = args
         if t > 0:
             run.init_from = type(run.init_from)(checkpoint=str(out_dir / f"task_{t - 1}" / "best"), strict=True)

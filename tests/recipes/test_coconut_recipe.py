@@ -98,3 +98,20 @@ def test_a_stream_killed_inside_a_task_resumes_to_the_same_matrix(er_run, slu_co
     whole = json.loads((er_run / "metrics.json").read_text())
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
     assert resumed["avg_acc"] == whole["avg_acc"]
+
+
+@pytest.mark.slow
+def test_coconut_with_sequence_kd_distils_from_the_previous_task(slu_corpus, tmp_path):
+    out = tmp_path / "coconut"
+    cfg = continual.load_continual_config(CONFIG, overrides(slu_corpus, out, "strategy.name=coconut_seq_kd",
+                                                            "run.trainer.max_steps=20", "run.trainer.log_every=10"))
+    result = continual.run_stream(cfg)
+    assert len(result["accuracy_matrix"]["seen"]) == 3
+    for t in (1, 2):
+        args = (out / f"task_{t}" / "config.yaml").read_text()
+        assert f"teacher: {out / f'task_{t - 1}' / 'best'}" in args and "seq_kd: true" in args
+        logged = [json.loads(line) for line in (out / f"task_{t}" / "metrics.jsonl").read_text().splitlines()]
+        train_rows = [row for row in logged if row["split"] == "train"]
+        assert train_rows and all(row["nspt"] > 0 and row["mm"] > 0 for row in train_rows)
+    first = [json.loads(line) for line in (out / "task_0" / "metrics.jsonl").read_text().splitlines()]
+    assert "nspt" not in first[0] and first[0]["mm"] > 0  # no teacher for the first task; MM needs none

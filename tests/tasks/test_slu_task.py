@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 import soundfile as sf
 
@@ -24,7 +25,7 @@ def corpus(tmp_path):
 
 
 def decoded_targets(data, split):
-    return [data.tokenizer.decode(t) for t in data.items[split].targets]
+    return [data.tokenizer.decode(t[0]) for t in data.items[split].targets]
 
 
 def test_targets_are_label_then_transcript(corpus):
@@ -57,3 +58,84 @@ def test_bad_configs_are_named(corpus):
         build_slu(SluConfig(corpus=str(corpus), label_field="slot"))
     with pytest.raises(ConfigError, match="task_args.target"):
         SluConfig(target="intent")
+
+
+def tiny_model(vocab_size, seed):
+    import mmseq
+
+    torch.manual_seed(seed)
+    return mmseq.create_model("speecht5_asr_tiny", vocab_size=vocab_size, projection_dim=8, dropout=0.0,
+                              attention_dropout=0.0, activation_dropout=0.0, positional_dropout=0.0,
+                              encoder_layerdrop=0.0, decoder_layerdrop=0.0, mask_time_prob=0.0)
+
+
+def test_continual_terms_equal_their_formulas(corpus, tmp_path):
+    import mmseq
+    from mmseq.nn.contrastive import multimodal_contrastive_loss, nspt_loss
+    from mmseq.tasks.slu import continual_terms
+
+    _, probe = build_slu(SluConfig(corpus=str(corpus)))
+    vocab = len(probe.tokenizer)
+    mmseq.save_pretrained(tiny_model(vocab, 1), tmp_path / "teacher")
+    cfg = SluConfig(corpus=str(corpus), keep_labels=["activate_lights_none"], rehearsal_ids=["u1", "u2"],
+                    teacher=str(tmp_path / "teacher"), audio_kd=1.0, token_kd=1.0, kd_temperature=2.0, nspt=0.5,
+                    mm=0.25, mm_on="all")
+    task, data = build_slu(cfg)
+    batch = task.collate([task.train_set[i] for i in range(len(task.train_set))])
+    assert batch["rehearsal"].tolist() == [False, False, True, True]
+    assert batch["label"].tolist() == [0, 0, 2, 1]  # sorted labels: activate_lights, activate_music, deactivate
+    student, teacher = tiny_model(vocab, 0), mmseq.load(tmp_path / "teacher")
+    task.prepare_model(student)
+    out = student(batch["audio"], batch["audio_lengths"], batch["dec_in"], batch["target_lengths"])
+    terms = continual_terms(student, out, teacher.eval(), batch, cfg)
+    with torch.no_grad():
+        t_out = teacher(batch["audio"], batch["audio_lengths"], batch["dec_in"], batch["target_lengths"])
+    terms = {k: v.detach() for k, v in terms.items()}
+    enc, logits = out.encoder_hidden.detach(), out.outputs.detach()
+    rows = [2, 3]  # rehearsal items (kd_on: rehearsal)
+    frames = [(r, f) for r in rows for f in range(int(out.encoder_lengths[r]))]
+    mse = sum(float((enc[r, f] - t_out.encoder_hidden[r, f]).pow(2).mean()) for r, f in frames)
+    assert float(terms["audio_kd"]) == pytest.approx(mse / len(frames), rel=1e-4)
+    tokens = [(r, k) for r in rows for k in range(int(batch["target_lengths"][r]))]
+    kl = 0.0
+    for r, k in tokens:
+        p_t = torch.softmax(t_out.outputs[r, k] / 2.0, -1)
+        kl += float((p_t * (p_t.log() - torch.log_softmax(logits[r, k] / 2.0, -1))).sum())
+    assert float(terms["token_kd"]) == pytest.approx(4.0 * kl / len(tokens), rel=1e-4)
+    with torch.no_grad():
+        audio = student.projection_heads.audio(enc, out.encoder_lengths)
+        text = student.projection_heads.text(student.decoder_prenet.embed_tokens(batch["target"]),
+                                             batch["target_lengths"] - 1)
+    t_audio = teacher.projection_heads.audio(t_out.encoder_hidden, t_out.encoder_lengths)
+    assert float(terms["nspt"]) == pytest.approx(float(nspt_loss(audio, t_audio, batch["label"],
+                                                                  batch["rehearsal"])), rel=1e-5)
+    assert float(terms["mm"]) == pytest.approx(float(multimodal_contrastive_loss(audio, text)), rel=1e-5)
+    # the task's loss is CE plus the weighted terms, and their gradients reach the projection heads
+    total, metrics = task.loss(student, batch)
+    expected = (metrics["ce"] + 1.0 * metrics["audio_kd"] + metrics["token_kd"] + 0.5 * metrics["nspt"]
+                + 0.25 * metrics["mm"])
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
+    total.backward()
+    assert student.projection_heads.text_head[0].weight.grad.abs().sum() > 0
+
+
+def test_a_teacher_equal_to_the_student_distils_nothing(corpus, tmp_path):
+    import mmseq
+    from mmseq.tasks.slu import continual_terms
+
+    _, probe = build_slu(SluConfig(corpus=str(corpus)))
+    student = tiny_model(len(probe.tokenizer), 0)
+    mmseq.save_pretrained(student, tmp_path / "same")
+    cfg = SluConfig(corpus=str(corpus), rehearsal_ids=[], keep_labels=None, teacher=str(tmp_path / "same"),
+                    audio_kd=1.0, token_kd=1.0, kd_on="all")
+    task, _ = build_slu(cfg)
+    batch = task.collate([task.train_set[i] for i in range(len(task.train_set))])
+    with torch.no_grad():
+        out = student.eval()(batch["audio"], batch["audio_lengths"], batch["dec_in"], batch["target_lengths"])
+        terms = continual_terms(student, out, mmseq.load(tmp_path / "same").eval(), batch, cfg)
+    assert float(terms["audio_kd"]) < 1e-10 and abs(float(terms["token_kd"])) < 1e-6
+
+
+def test_distillation_needs_a_teacher_and_heads(corpus):
+    with pytest.raises(ConfigError, match="need task_args.teacher"):
+        SluConfig(corpus=str(corpus), token_kd=1.0)

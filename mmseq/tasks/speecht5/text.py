@@ -168,13 +168,17 @@ def ctc_targets(target: Tensor, pad_id: int, eos_id: int) -> tuple[Tensor, Tenso
 
 def speech_to_text_loss(model: nn.Module, batch: dict[str, Tensor], *, ce_weight: float = 0.5,
                         ctc_weight: float = 0.5, label_smoothing: float = 0.0, pad_id: int = PAD_ID,
-                        eos_id: int = EOS_ID, blank_id: int | None = None) -> tuple[Tensor, dict[str, Any]]:
+                        eos_id: int = EOS_ID, blank_id: int | None = None,
+                        outputs: Any = None) -> tuple[Tensor, dict[str, Any]]:
     """``(ce_weight * CE_sum + ctc_weight * CTC_sum) / target tokens`` of a collated batch (see the module notes).
 
     Returns the loss and the metrics ``ce`` / ``ctc`` (per target token) and ``token_accuracy`` (teacher-forced,
     exact over the split). ``blank_id`` defaults to the last vocabulary id (SpeechT5's ``<ctc_blank>``).
+    ``outputs``: the model's output on this batch when the caller has run it already (a loss that adds terms on
+    the same forward pass).
     """
-    out = model(batch["audio"], batch["audio_lengths"], batch["dec_in"], batch["target_lengths"])
+    out = outputs if outputs is not None else model(batch["audio"], batch["audio_lengths"], batch["dec_in"],
+                                                    batch["target_lengths"])
     logits, target = out.outputs.float(), batch["target"]
     valid = target.ne(pad_id)
     tokens = valid.sum().clamp(min=1)

@@ -1,4 +1,5 @@
-"""COCONUT's two contrastive losses (Cappellazzo et al., ACL Findings 2024), on projected, L2-normalised embeddings.
+"""Contrastive losses on embeddings: supervised contrastive (SupCon) and COCONUT's two (Cappellazzo et al., ACL
+Findings 2024), on projected, L2-normalised embeddings.
 
 The paper's equations could not be read here (``shared/reference/tera_coconut.md``, B0/B6: what is verified is
 that NSPT is supervised contrastive learning anchored on the rehearsal samples, with *teacher* positives and

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmseq.continual.losses import multimodal_contrastive_loss, nspt_loss, supcon_loss
+from mmseq.nn.contrastive import multimodal_contrastive_loss, nspt_loss, supcon_loss
 from mmseq.errors import InputError
 
 
