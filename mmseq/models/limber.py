@@ -16,6 +16,10 @@ only trained module.
   ``config.json`` as ``{"transformers": <its config dict>}``, its weights in the checkpoint's safetensors.
 * **The map** (:class:`ImagePrefix`): ``Linear``, reshape to ``k`` vectors, dropout 0.1 on the image embeddings,
   optionally a LayerNorm, in the official order.
+* **Encoders trained here** for the paper's comparison, one timm backbone under three supervisions:
+  :class:`LabelSupervisedEncoder` (a label head), :class:`ContrastiveImageTextEncoder` (a text tower, CLIP-style
+  projections and temperature), :class:`MaskedImageEncoder` (SimMIM's mask value and pixel decoder); LiMBeR takes
+  their ``backbone.*`` weights.
 
 Builders do no I/O; :func:`limber_from_pretrained` is the edge that reads local weight files (a timm state dict,
 an open_clip checkpoint, a transformers model folder) and records specs, never paths. Generation over

@@ -20,12 +20,17 @@ decodings, so :mod:`mmseq.generation.text`'s greedy, beam and nucleus searches d
 the first newline or period.
 
 **Evaluation** (val / test): greedy captions of the images after ``caption_prompt``: CIDEr-D and BLEU-4
-(:mod:`mmseq.metrics.captioning`), on the synthetic set also shape / colour / count accuracy; and, where the
-folder has VQAv2 files for the split, zero-shot VQA accuracy.
+(:mod:`mmseq.metrics.captioning`), on the synthetic set also shape / colour / count accuracy; CLIPScore when
+``clip_score`` names a CLIP (:func:`clip_scorer`); and, where the folder has VQAv2 files for the split, zero-shot
+and few-shot VQA accuracy.
 
 **The LM** (``limber_text_lm``): an mmseq decoder-only LM pre-trained on the captions' (and VQA questions') text
 only, with a character tokenizer trained on it; its checkpoint carries the tokenizer, which a LiMBeR model built
 on it (``limber(lm=<checkpoint>)``) takes over.
+
+**The encoders of the paper's comparison**, one timm backbone trained three ways on the synthetic images:
+``limber_encoder_labels`` (attribute labels, binary cross-entropy), ``limber_encoder_contrastive`` (image-caption
+pairs, open_clip's ``ClipLoss``) and ``limber_encoder_mim`` (masked patches, SimMIM's L1 on masked pixels only).
 """
 
 from __future__ import annotations
