@@ -9,8 +9,8 @@ pooled token embedding of the transcript). The exact forms below are the choices
 **NSPT** (negative-student, positive-teacher). For every anchor ``i`` (a rehearsal sample of the batch, student
 embedding ``s_i``) with same-class samples ``P(i)`` (other than ``i``) and other-class samples ``N(i)`` in the batch::
 
-    l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_i . t_p / tau) /
-                                         (sum_{p' in P(i)} exp(s_i . t_p' / tau) + sum_{n in N(i)} exp(s_i . s_n / tau)) )
+    l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_i . t_p / tau) / den_i )
+    den_i = sum_{p' in P(i)} exp(s_i . t_p' / tau) + sum_{n in N(i)} exp(s_i . s_n / tau)
 
 ``t`` being the previous task's frozen model's (the teacher's) embeddings of the same batch. The denominator is
 SupCon's (every other sample of the batch), each term taken from the teacher for a positive and from the student

@@ -66,6 +66,7 @@ class SluConfig:
     ctc_weight: float = 0.0  # on the encoder, over the whole target text (needs model_args.ctc)
     label_smoothing: float = 0.0
     max_batch_seconds: float = 0.0
+    max_train_seconds: float = 0.0  # > 0: longer training utterances are left out
     num_beams: int = 1
     max_new_tokens: int = 0  # 0: 1.5 x the longest training target + 10
     decode_batch_size: int = 16
@@ -205,7 +206,8 @@ def continual_terms(model: nn.Module, out: Any, teacher: nn.Module | None, batch
 
 def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
     """The task and its data (see the module notes)."""
-    full = {"train": read_split(cfg.corpus, cfg.train_manifest), "val": read_split(cfg.corpus, cfg.val_manifest),
+    full = {"train": read_split(cfg.corpus, cfg.train_manifest, cfg.max_train_seconds),
+            "val": read_split(cfg.corpus, cfg.val_manifest),
             "test": read_split(cfg.corpus, cfg.test_manifest) if cfg.test_manifest else []}
     train_labels = {utterance_label(u, cfg.label_field) for u in full["train"]}
     for name, wanted in (("keep_labels", cfg.keep_labels), ("test_labels", cfg.test_labels)):
@@ -225,7 +227,8 @@ def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
     train += [by_id[i] for i in cfg.rehearsal_ids if i not in chosen]
     splits = {"train": train,
               "val": [u for u in full["val"] if keep is None or utterance_label(u, cfg.label_field) in keep],
-              "test": [u for u in full["test"] if test_keep is None or utterance_label(u, cfg.label_field) in test_keep]}
+              "test": [u for u in full["test"]
+                       if test_keep is None or utterance_label(u, cfg.label_field) in test_keep]}
     if not splits["train"]:
         raise ConfigError("the SLU task has no training utterance (keep_labels selects none)")
     labels = {s: [utterance_label(u, cfg.label_field) for u in us] for s, us in splits.items()}

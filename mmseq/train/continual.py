@@ -17,11 +17,12 @@ task ``t - 1``'s best model as the teacher; their weights are ``strategy.*`` (``
 ``strategy.mm=0`` takes one of COCONUT's losses out: the paper's ablation). Task 0 starts as ``run.init_from``
 says; task ``t > 0`` from task ``t - 1``'s best model. After each task the best model labels the test utterances
 of every seen class, which fills a row of the accuracy matrix, and the memory takes the new classes' exemplars
-(features for ``closest`` / ``herding``: the mean-pooled last encoder layer of the model just trained). ``out_dir/stream.json``
-(written atomically after each task) holds the finished tasks' rows, the memory and the stream, so a stream
-restarted after a task boundary goes on from there. At the end ``metrics.json`` has the accuracy matrix, Avg Acc,
-Last Acc, backward transfer and forgetting (the papers' definitions, and continuum's under ``continuum``), and
-``accuracy_matrix.png`` / ``accuracy.png`` draw them.
+(features for ``closest`` / ``herding``: the mean-pooled last encoder layer of the model just trained).
+``out_dir/stream.json`` (written atomically after each task) holds the finished tasks' rows, the memory and the
+stream, so a stream restarted after a task boundary goes on from there. At the end ``metrics.json`` has the
+accuracy matrix, Avg Acc, Last Acc, backward transfer and forgetting (the papers' definitions, and continuum's under
+``continuum``), and ``accuracy_matrix.png`` / ``accuracy.png`` draw them. ``mmseq continual compare RUN ...``
+tabulates finished streams (mean +- std per strategy and memory) and draws their curves on one plot.
 """
 
 from __future__ import annotations
@@ -309,7 +310,8 @@ def plot_accuracy_curves(curves: dict[str, list[float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in curves.items():
         ax.plot(range(1, len(values) + 1), [100 * v for v in values], marker="o", label=name)
-    ax.set_xlabel("task")
+    ax.set_xticks(range(1, max((len(v) for v in curves.values()), default=1) + 1))
+    ax.set_xlabel("after task")
     ax.set_ylabel("accuracy on the seen classes (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -317,6 +319,46 @@ def plot_accuracy_curves(curves: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
+    """A markdown table of finished streams (their ``metrics.json``), grouped by strategy and memory: Avg Acc,
+    Last Acc, BWT and forgetting in % as mean +- std over the runs of a group (seeds, class orders), and the number
+    of runs. ``plot``: also draw every run's seen-class accuracy curve on one figure."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    curves: dict[str, list[float]] = {}
+    for run in runs:
+        path = Path(run) / "metrics.json"
+        if not path.is_file():
+            raise ConfigError(f"{run}: no metrics.json (not a finished stream)")
+        m = json.loads(path.read_text())
+        if "accuracy_matrix" not in m:
+            raise ConfigError(f"{path} is not a continual stream's metrics")
+        memory = m["config"]["memory"]
+        size = "-" if not m["memory_size"] else (f"{100 * memory['fraction']:g}%" if memory.get("fraction")
+                                                 else str(memory["size"]))
+        groups.setdefault((m["strategy"], size), []).append(m)
+        curves[f"{m['strategy']} ({Path(run).name})"] = m["accuracy_matrix"]["seen"]
+
+    def cell(values: list[float]) -> str:
+        mean = 100 * statistics.fmean(values)
+        return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} +- {100 * statistics.stdev(values):.2f}"
+
+    lines = ["| strategy | memory | runs | Avg Acc | Last Acc | BWT | forgetting |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (strategy, size), ms in groups.items():
+        lines.append(f"| {strategy} | {size} | {len(ms)} | " + " | ".join(
+            cell([m[key] for m in ms]) for key in ("avg_acc", "last_acc", "bwt", "forgetting")) + " |")
+    if plot is not None:
+        plot_accuracy_curves(curves, Path(plot))
+    return "\n".join(lines)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    print(compare_runs(args.runs, args.plot))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -332,3 +374,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("config", help="stream YAML file (stream, strategy, memory, out_dir, run)")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. strategy.name=er memory.fraction=0.02")
     r.set_defaults(run=_run)
+    c = csub.add_parser("compare", help="a markdown table of finished streams (mean +- std per strategy)")
+    c.add_argument("runs", nargs="+", help="stream out_dirs")
+    c.add_argument("--plot", default=None, help="also draw every run's accuracy curve into this PNG")
+    c.set_defaults(run=_compare)

@@ -10,7 +10,8 @@ import soundfile as sf
 from mmseq.errors import ConfigError
 from mmseq.tasks.slu import SluConfig, build_slu, split_output
 
-ROWS = [("u0", "activate_lights_none", "Turn on  the lights", "iot"), ("u1", "deactivate_lights_none", "lights off", "iot"),
+ROWS = [("u0", "activate_lights_none", "Turn on  the lights", "iot"),
+        ("u1", "deactivate_lights_none", "lights off", "iot"),
         ("u2", "activate_music_none", "play music", "music"), ("u3", "activate_lights_none", "lights on", "iot")]
 
 
