@@ -39,7 +39,7 @@ import torch
 from mmseq.atomic import atomic_write_text
 from mmseq.checkpoint import load
 from mmseq.config import check_choice, load_config, to_dict
-from mmseq.continual import AccuracyMatrix, ClassIncremental, RehearsalMemory, class_ids
+from mmseq.continual import AccuracyMatrix, ClassIncremental, RehearsalMemory, class_ids, utterance_labels
 from mmseq.errors import ConfigError
 from mmseq.tasks.slu import SluConfig, build_slu
 from mmseq.tasks.speecht5.data import pad_waveforms
@@ -157,8 +157,6 @@ def build_stream(cfg: StreamConfig, num_classes: int) -> ClassIncremental:
 def class_labels(utterances: list, label_field: str, rule: str) -> tuple[list[int], list[str]]:
     """Class ids of the training utterances and the label string of each class id (what the SLU task filters
     and generates)."""
-    from mmseq.continual import utterance_labels
-
     ids, _ = class_ids(utterance_labels(utterances, label_field, rule), rule)
     names: dict[int, str] = {}
     for u, c in zip(utterances, ids):
