@@ -209,7 +209,7 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
         memory = RehearsalMemory(size=cfg.memory.size, fraction=cfg.memory.fraction, selection=cfg.memory.selection,
                                  fixed_memory=cfg.memory.fixed_memory, seed=cfg.memory.seed)
     matrix = AccuracyMatrix(stream.num_tasks)
-    done, task_runs = 0, []
+    done, task_runs, rows = 0, [], []
     state_file = _state_path(out_dir)
     if state_file.is_file():
         state = json.loads(state_file.read_text())
@@ -219,8 +219,7 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
             matrix.add(t, row["predictions"], row["targets"], row["item_tasks"])
         if memory is not None and state.get("memory") is not None:
             memory.load_state_dict(state["memory"])
-        done, task_runs = len(state["rows"]), state["task_runs"]
-    rows = json.loads(state_file.read_text())["rows"] if state_file.is_file() else []
+        done, task_runs, rows = len(state["rows"]), state["task_runs"], state["rows"]
 
     for t in range(done, stream.num_tasks):
         classes = stream.seen_classes(t) if cfg.strategy.name == "offline" else stream.classes_of(t)
