@@ -20,7 +20,8 @@ is the mean over the remaining anchors (0 when there is none).
 
 **MM** (multimodal). CLIP's symmetric InfoNCE between the pooled audio embedding ``a_i`` and the pooled text
 embedding ``e_i`` of the same utterance's transcript: ``(CE(a e^T / tau, I) + CE(e a^T / tau, I)) / 2`` over the
-batch (or over the items a mask selects, e.g. the current task's).
+batch (or over the items a mask selects, e.g. the current task's), computed by open_clip's ``ClipLoss`` at logit
+scale ``1 / tau``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def multimodal_contrastive_loss(audio: Tensor, text: Tensor, temperature: float 
         audio, text = audio[mask.bool()], text[mask.bool()]
     if audio.shape[0] < 2:
         return audio.sum() * 0.0 + text.sum() * 0.0
-    a, e = F.normalize(audio, dim=1), F.normalize(text, dim=1)
-    logits = a @ e.T / temperature
-    target = torch.arange(a.shape[0], device=a.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    from open_clip.loss import ClipLoss  # CLIP's loss as open_clip computes it (the LiMBeR encoder uses it too)
+
+    scale = torch.tensor(1.0 / temperature, device=audio.device)
+    return ClipLoss()(F.normalize(audio, dim=1), F.normalize(text, dim=1), scale)
