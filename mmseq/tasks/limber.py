@@ -49,7 +49,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmseq.atomic import atomic_file
-from mmseq.data.vision.readers_captions import CocoCaptions, VQAv2
+from mmseq.data.vision.readers_captions import CocoCaptions, Img2DatasetCaptions, VQAv2
 from mmseq.data.vision.objects import CLASS_NAMES
 from mmseq.data.vision.readers_common import load_image
 from mmseq.data.vision.synth_captions import CAPTION_COLOURS
@@ -343,6 +343,10 @@ class LimberCaptionConfig:
     train_split: str = "train2014"
     val_split: str = "val2014"
     test_split: str = ""  # "" : no test split
+    # "coco" (root/annotations/captions_<split>.json, root/<split>/) or "img2dataset": the split is an img2dataset
+    # "files" folder (<shard>/<key>.jpg + <key>.txt, e.g. CC3M), relative to root or absolute
+    train_format: str = "coco"
+    val_format: str = "coco"
     feature_cache: str = ""  # folder of cached encoder features; "" : <root>/limber_features
     encode_batch_size: int = 32
     encode_device: str = ""  # where features are computed once; "" : the model's device
@@ -361,13 +365,39 @@ class LimberCaptionConfig:
     clip_score_weights: str = ""
 
 
+CAPTION_FORMATS = ("coco", "img2dataset")
+
+
 class CaptionSet(Dataset):
     """One item per caption: ``{"image": index into the split's images, "caption": str, "split": name}``; the
     split's image paths, references, synthetic object lists (empty for real COCO) and domains beside them.
+    ``format``: ``"coco"`` (a COCO-layout split of ``root``) or ``"img2dataset"`` (``root / split`` is an
+    img2dataset ``files`` folder, see :class:`~mmseq.data.vision.readers_captions.Img2DatasetCaptions`).
     ``shuffle_seed`` pairs every caption with another image (a fixed random permutation of the images)."""
 
-    def __init__(self, root: Path, split: str, shuffle_seed: int | None = None):
-        reader = CocoCaptions(root, split, per_caption=True, load_images=False)
+    def __init__(self, root: Path, split: str, shuffle_seed: int | None = None, format: str = "coco"):
+        if format not in CAPTION_FORMATS:
+            raise ConfigError(f"caption split format {format!r}: expected one of {list(CAPTION_FORMATS)}")
+        if format == "img2dataset":
+            self._from_pairs(Img2DatasetCaptions(root / split, load_images=False), split)
+        else:
+            self._from_coco(CocoCaptions(root, split, per_caption=True, load_images=False), split)
+        if shuffle_seed is not None:
+            order = torch.randperm(len(self.image_ids), generator=torch.Generator().manual_seed(shuffle_seed))
+            self.items = [{**it, "image": int(order[it["image"]])} for it in self.items]
+        self.features: Tensor | None = None  # [images, N, C], set by the task on first use
+
+    def _from_pairs(self, reader: Img2DatasetCaptions, split: str) -> None:
+        """One image per pair (img2dataset downloads every url once), its caption the only reference."""
+        self.image_ids = list(range(len(reader.pairs)))
+        self.paths = [str(path) for _, path, _ in reader.pairs]
+        self.objects = [[] for _ in reader.pairs]
+        self.references = [[caption] for _, _, caption in reader.pairs]
+        self.domains = ["" for _ in reader.pairs]
+        self.items = [{"image": i, "caption": caption, "split": split}
+                      for i, (_, _, caption) in enumerate(reader.pairs)]
+
+    def _from_coco(self, reader: CocoCaptions, split: str) -> None:
         self.image_ids = list(reader.image_ids)
         index = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self.paths = [str(reader.image_dir / reader.coco.imgs[i]["file_name"]) for i in self.image_ids]
@@ -376,10 +406,6 @@ class CaptionSet(Dataset):
         self.domains = [reader.coco.imgs[i].get("domain", "") for i in self.image_ids]
         self.items = [{"image": index[reader.coco.anns[c]["image_id"]], "caption": reader.coco.anns[c]["caption"],
                        "split": split} for c in reader.caption_ids]
-        if shuffle_seed is not None:
-            order = torch.randperm(len(self.image_ids), generator=torch.Generator().manual_seed(shuffle_seed))
-            self.items = [{**it, "image": int(order[it["image"]])} for it in self.items]
-        self.features: Tensor | None = None  # [images, N, C], set by the task on first use
 
     def __len__(self) -> int:
         return len(self.items)
@@ -524,12 +550,18 @@ def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any],
 
 @register_task(config=LimberCaptionConfig)
 def limber_caption(cfg: LimberCaptionConfig) -> Task:
-    """LiMBeR's image-caption training on a COCO-layout folder (COCO, or ``mmseq data synth captions``)."""
+    """LiMBeR's image-caption training on a COCO-layout folder (COCO, or ``mmseq data synth captions``); the
+    train or val split may instead be an img2dataset ``files`` folder (``task_args.train_format`` /
+    ``val_format``: ``img2dataset``), as CC3M is usually downloaded."""
     root = Path(cfg.root)
     if cfg.max_caption_tokens < 1:
         raise ConfigError(f"task_args.max_caption_tokens must be >= 1, got {cfg.max_caption_tokens}")
     names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
-    splits = {k: CaptionSet(root, v, 0 if (k == "train" and cfg.shuffle_pairs) else None) if v else None
+    formats = {"train": cfg.train_format, "val": cfg.val_format, "test": "coco"}
+    for key in ("train", "val"):
+        if formats[key] not in CAPTION_FORMATS:
+            raise ConfigError(f"task_args.{key}_format: {formats[key]!r} is not one of {list(CAPTION_FORMATS)}")
+    splits = {k: CaptionSet(root, v, 0 if (k == "train" and cfg.shuffle_pairs) else None, formats[k]) if v else None
               for k, v in names.items()}
     if any(k < 0 for k in cfg.vqa_shots):
         raise ConfigError(f"task_args.vqa_shots must be >= 0, got {cfg.vqa_shots}")
@@ -550,8 +582,9 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         if data.features is None:
             model = getattr(model, "module", model)  # DDP
             device = torch.device(cfg.encode_device) if cfg.encode_device else next(model.parameters()).device
-            data.features = cached_features(model, data.paths, cache_dir / names[key], cfg.encode_batch_size,
-                                            device)
+            # the file is named after the split's last path part (an img2dataset split may be an absolute path)
+            data.features = cached_features(model, data.paths, cache_dir / Path(names[key]).name,
+                                            cfg.encode_batch_size, device)
         return data.features
 
     split_keys = {names[k]: k for k, data in splits.items() if data is not None}

@@ -2,7 +2,8 @@
 
 Readers (each reads the official layout in place; nothing downloads):
 
-* :mod:`.readers_captions` -- :class:`CocoCaptions`, :class:`NoCaps`, :class:`ConceptualCaptions`, :class:`VQAv2`;
+* :mod:`.readers_captions` -- :class:`CocoCaptions`, :class:`NoCaps`, :class:`ConceptualCaptions`,
+  :class:`Img2DatasetCaptions` (img2dataset's ``files`` output), :class:`VQAv2`;
 * :mod:`.readers_points` -- :class:`ModelNet40` (txt), :class:`ModelNet40H5`, :class:`ScanObjectNN`,
   :class:`ShapeNet55`;
 * :mod:`.readers_rgbd` -- :class:`Cityscapes`, :class:`FreiburgForest`, :class:`SUNRGBD`, :class:`ScanNet2D`.
@@ -17,7 +18,8 @@ scenes in the Cityscapes layout) and :mod:`.synth_points` (point clouds in the S
 ScanObjectNN layouts). :mod:`.show` draws any of these layouts as PNG grids (``mmseq data show``).
 """
 
-from mmseq.data.vision.readers_captions import CocoCaptions, ConceptualCaptions, NoCaps, VQAv2
+from mmseq.data.vision.readers_captions import (CocoCaptions, ConceptualCaptions, Img2DatasetCaptions,
+                                                  NoCaps, VQAv2)
 from mmseq.data.vision.readers_points import ModelNet40, ModelNet40H5, ScanObjectNN, ShapeNet55
 from mmseq.data.vision.readers_rgbd import SUNRGBD, Cityscapes, FreiburgForest, ScanNet2D
 from mmseq.data.vision.synth_captions import build_captions, read_captions, read_vqa
@@ -28,8 +30,8 @@ from mmseq.data.vision.vqa_eval import normalize_answer, vqa_accuracy, vqa_evalu
 
 __all__ = [
     # readers
-    "CocoCaptions", "NoCaps", "ConceptualCaptions", "VQAv2", "ModelNet40", "ModelNet40H5", "ScanObjectNN",
-    "ShapeNet55", "Cityscapes", "FreiburgForest", "SUNRGBD", "ScanNet2D",
+    "CocoCaptions", "NoCaps", "ConceptualCaptions", "Img2DatasetCaptions", "VQAv2", "ModelNet40", "ModelNet40H5",
+    "ScanObjectNN", "ShapeNet55", "Cityscapes", "FreiburgForest", "SUNRGBD", "ScanNet2D",
     # transforms and evaluation
     "Compose", "TransformedDataset", "item_generator", "normalize_answer", "vqa_accuracy", "vqa_evaluate",
     # synthetic products (mmseq data synth captions / scenes / points)

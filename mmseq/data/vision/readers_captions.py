@@ -11,6 +11,8 @@ Layouts (``root`` is the folder the dataset was unpacked into)::
                     images carry ``domain`` in in-domain / near-domain / out-domain and ``open_images_id``
     CC3M            Train_GCC-training.tsv, Validation_GCC-1.1.0-Validation.tsv: "caption<TAB>url", no header;
                     images fetched separately, one per row (see :class:`ConceptualCaptions` for the mapping)
+    img2dataset     the downloader's ``files`` output (CC3M and other url-caption lists): shard folders
+                    00000/000000123.jpg beside 000000123.txt (the caption) and 000000123.json (metadata)
     VQAv2           Questions/v2_OpenEnded_mscoco_<subtype>_questions.json
                     Annotations/v2_mscoco_<subtype>_annotations.json      (train2014, val2014 only)
                     Images/mscoco/<subtype>/COCO_<subtype>_<image_id:012d>.jpg
@@ -35,7 +37,8 @@ from mmseq.data.vision.readers_common import (
 )
 from mmseq.errors import InputError
 
-__all__ = ["COCO_SPLITS", "NOCAPS_DOMAINS", "VQA_SUBTYPES", "CocoCaptions", "NoCaps", "ConceptualCaptions", "VQAv2"]
+__all__ = ["COCO_SPLITS", "NOCAPS_DOMAINS", "VQA_SUBTYPES", "CocoCaptions", "NoCaps", "ConceptualCaptions",
+           "Img2DatasetCaptions", "VQAv2"]
 
 COCO_SPLITS = ("train2017", "val2017", "train2014", "val2014")
 NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
@@ -256,6 +259,59 @@ class ConceptualCaptions(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row, caption, url, path = self.rows[index]
         item: dict[str, Any] = {"caption": caption, "url": url, "row": row, "path": str(path)}
+        if self.load_images:
+            item["image"] = load_image(path)
+        return item
+
+
+IMG2DATASET_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class Img2DatasetCaptions(Dataset):
+    """Image-caption pairs in img2dataset's ``files`` output format (``--output_format files``), as CC3M is
+    usually downloaded: shard folders (``00000/``, ``00001/`` ...) each holding ``<key>.jpg`` (or ``.jpeg``,
+    ``.png``, ``.webp``) beside ``<key>.txt``, the caption (UTF-8, surrounding whitespace stripped); the
+    ``<key>.json`` metadata and the ``<shard>_stats.json`` / ``.parquet`` files beside the shards are not read.
+
+    Pairs are in shard order, then key order. An image without a caption file (or with an empty one) is left out and
+    counted in :attr:`missing` (a caption without an image, a failed download, is not an item at all).
+
+    Items: ``image`` (``uint8 [3, H, W]``, unless ``load_images=False``), ``caption``, ``key`` (the file stem),
+    ``path``.
+
+    Raises:
+        InputError: The folder is missing, has no shard folders, or no image with a caption.
+    """
+
+    def __init__(self, root: str | os.PathLike, load_images: bool = True) -> None:
+        root = require_dir(Path(root), "img2dataset folder")
+        shards = sorted(p for p in root.iterdir() if p.is_dir())
+        if not shards:
+            raise InputError(f"{root}: no shard folders; img2dataset's files layout is <shard>/<key>.jpg beside "
+                             "<shard>/<key>.txt, e.g. 00000/000000123.jpg and 00000/000000123.txt")
+        self.pairs: list[tuple[str, Path, str]] = []
+        self.missing = 0
+        for shard in shards:
+            for path in sorted(shard.iterdir()):
+                if path.suffix.lower() not in IMG2DATASET_IMAGE_SUFFIXES or not path.is_file():
+                    continue
+                text = path.with_suffix(".txt")
+                caption = text.read_text(encoding="utf-8").strip() if text.is_file() else ""
+                if caption:
+                    self.pairs.append((path.stem, path, caption))
+                else:
+                    self.missing += 1
+        if not self.pairs:
+            raise InputError(f"{root}: no image with a caption in {len(shards)} shard folders "
+                             f"({self.missing} images without a <key>.txt caption)")
+        self.load_images = load_images
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        key, path, caption = self.pairs[index]
+        item: dict[str, Any] = {"caption": caption, "key": key, "path": str(path)}
         if self.load_images:
             item["image"] = load_image(path)
         return item

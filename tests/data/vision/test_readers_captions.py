@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmseq.data.vision.readers_captions import CocoCaptions, ConceptualCaptions, NoCaps, VQAv2
+from mmseq.data.vision.readers_captions import CocoCaptions, ConceptualCaptions, Img2DatasetCaptions, NoCaps, VQAv2
 from mmseq.errors import InputError
 
 
@@ -128,6 +128,30 @@ def test_conceptual_captions_by_row_and_by_mapping(tmp_path):
     (root / "Validation_GCC-1.1.0-Validation.tsv").write_text("only one field\n")
     with pytest.raises(InputError, match=r"Validation_GCC-1.1.0-Validation.tsv:1: .* two tab-separated fields"):
         ConceptualCaptions(root, "val")
+
+
+# ------------------------------------------------------------------------------------ img2dataset "files" output
+def test_img2dataset_files_layout(tmp_path):
+    root = tmp_path / "cc3m"
+    jpg(root / "00001" / "000010000.jpg", (0, 255, 0))
+    (root / "00001" / "000010000.txt").write_text("a green field\n")
+    jpg(root / "00000" / "000000002.jpg", (255, 0, 0))
+    (root / "00000" / "000000002.txt").write_text("  a red  car ")
+    (root / "00000" / "000000002.json").write_text('{"url": "http://x/2.jpg", "status": "success"}')
+    jpg(root / "00000" / "000000001.jpg", (0, 0, 255))  # no caption file: left out
+    (root / "00000" / "000000003.txt").write_text("a failed download")  # no image: not an item
+    (root / "00000_stats.json").write_text("{}")
+    ds = Img2DatasetCaptions(root)
+    assert len(ds) == 2 and ds.missing == 1
+    assert [(x["key"], x["caption"]) for x in ds] == [("000000002", "a red  car"), ("000010000", "a green field")]
+    assert ds[0]["path"].endswith("00000/000000002.jpg") and ds[0]["image"][0].float().mean() > 200
+    assert "image" not in Img2DatasetCaptions(root, load_images=False)[1]
+    with pytest.raises(InputError, match="no shard folders"):
+        Img2DatasetCaptions(root / "00000")
+    (root / "00000" / "000000002.txt").unlink()
+    (root / "00001" / "000010000.txt").write_text("")
+    with pytest.raises(InputError, match="no image with a caption"):
+        Img2DatasetCaptions(root)
 
 
 # ----------------------------------------------------------------------------------------------------- VQAv2
