@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 import torch
@@ -456,9 +457,18 @@ def normalize_numbers(text: str) -> str:
     return text
 
 
-def checkpoint_tokenizer(directory: str | os.PathLike) -> SpeechT5CharTokenizer | None:
-    """The tokenizer stored beside a checkpoint's weights (``spm_char.model``), or None when there is none."""
+def checkpoint_tokenizer(directory: str | os.PathLike) -> Any:
+    """The tokenizer stored beside a checkpoint's weights, or None when there is none: ``spm_char.model`` (a
+    :class:`SpeechT5CharTokenizer`), else a transformers tokenizer (``tokenizer.json`` / ``tokenizer_config.json``,
+    as a LiMBeR model on a transformers LM saves its LM's tokenizer), wrapped in
+    :class:`~mmseq.models.limber.TransformersTokenizer`."""
     directory = Path(directory)
     if (directory / "spm_char.model").is_file():
         return SpeechT5CharTokenizer.from_dir(directory)
+    if any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        from transformers import AutoTokenizer
+
+        from mmseq.models.limber import TransformersTokenizer
+
+        return TransformersTokenizer(AutoTokenizer.from_pretrained(str(directory)))
     return None
