@@ -347,6 +347,11 @@ class LimberCaptionConfig:
     # "files" folder (<shard>/<key>.jpg + <key>.txt, e.g. CC3M), relative to root or absolute
     train_format: str = "coco"
     val_format: str = "coco"
+    # a COCO-format val split elsewhere: its caption file (e.g. NoCaps' nocaps_val_4500_captions.json, whose
+    # images' domain gives per-domain scores; a Karpathy test subset) and its image folder; "" : the layout's own.
+    # VQAv2 files of the val split are still looked for under root, their images in this folder.
+    val_annotations: str = ""
+    val_images: str = ""
     feature_cache: str = ""  # folder of cached encoder features; "" : <root>/limber_features
     encode_batch_size: int = 32
     encode_device: str = ""  # where features are computed once; "" : the model's device
@@ -373,15 +378,19 @@ class CaptionSet(Dataset):
     split's image paths, references, synthetic object lists (empty for real COCO) and domains beside them.
     ``format``: ``"coco"`` (a COCO-layout split of ``root``) or ``"img2dataset"`` (``root / split`` is an
     img2dataset ``files`` folder, see :class:`~mmseq.data.vision.readers_captions.Img2DatasetCaptions`).
-    ``shuffle_seed`` pairs every caption with another image (a fixed random permutation of the images)."""
+    ``annotation_file`` / ``image_dir`` replace a COCO split's caption file and image folder. ``shuffle_seed``
+    pairs every caption with another image (a fixed random permutation of the images)."""
 
-    def __init__(self, root: Path, split: str, shuffle_seed: int | None = None, format: str = "coco"):
+    def __init__(self, root: Path, split: str, shuffle_seed: int | None = None, format: str = "coco",
+                 annotation_file: str = "", image_dir: str = ""):
         if format not in CAPTION_FORMATS:
             raise ConfigError(f"caption split format {format!r}: expected one of {list(CAPTION_FORMATS)}")
         if format == "img2dataset":
             self._from_pairs(Img2DatasetCaptions(root / split, load_images=False), split)
         else:
-            self._from_coco(CocoCaptions(root, split, per_caption=True, load_images=False), split)
+            reader = CocoCaptions(root, split, annotation_file or None, image_dir or None, per_caption=True,
+                                  load_images=False)
+            self._from_coco(reader, split)
         if shuffle_seed is not None:
             order = torch.randperm(len(self.image_ids), generator=torch.Generator().manual_seed(shuffle_seed))
             self.items = [{**it, "image": int(order[it["image"]])} for it in self.items]
@@ -447,10 +456,10 @@ def limber_caption_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Ten
     return loss, {"token_accuracy": Ratio(float(correct.sum()), float(scored.sum()))}
 
 
-def _vqa_split(root: Path, split: str) -> VQAv2 | None:
+def _vqa_split(root: Path, split: str, image_dir: str = "") -> VQAv2 | None:
     if not (root / "Questions" / f"v2_OpenEnded_mscoco_{split}_questions.json").is_file():
         return None
-    return VQAv2(root, split, image_dir=str(root / split), load_images=False)
+    return VQAv2(root, split, image_dir=image_dir or str(root / split), load_images=False)
 
 
 def _shot_examples(train: CaptionSet | None, root: Path, split: str) -> list[tuple[ImageFeatures, str, str]]:
@@ -561,8 +570,11 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
     for key in ("train", "val"):
         if formats[key] not in CAPTION_FORMATS:
             raise ConfigError(f"task_args.{key}_format: {formats[key]!r} is not one of {list(CAPTION_FORMATS)}")
-    splits = {k: CaptionSet(root, v, 0 if (k == "train" and cfg.shuffle_pairs) else None, formats[k]) if v else None
-              for k, v in names.items()}
+    if (cfg.val_annotations or cfg.val_images) and cfg.val_format != "coco":
+        raise ConfigError("task_args.val_annotations / val_images are for a COCO-format val split")
+    given = {"train": ("", ""), "val": (cfg.val_annotations, cfg.val_images), "test": ("", "")}
+    splits = {k: CaptionSet(root, v, 0 if (k == "train" and cfg.shuffle_pairs) else None, formats[k], *given[k])
+              if v else None for k, v in names.items()}
     if any(k < 0 for k in cfg.vqa_shots):
         raise ConfigError(f"task_args.vqa_shots must be >= 0, got {cfg.vqa_shots}")
     cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else root / "limber_features"
@@ -626,7 +638,7 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
                                          [data.objects[i] for i in keep] if data.objects[0] else (),
                                          cfg.caption_prompt, image_paths=[data.paths[i] for i in keep], **generate)
                 metrics.update({f"{k}/{domain}": v for k, v in part.items()})
-        vqa = _vqa_split(root, names[split])
+        vqa = _vqa_split(root, names[split], given[split][1])
         if vqa is not None:
             metrics.update(evaluate_vqa(model, data, vqa))
         return metrics
