@@ -457,18 +457,40 @@ def normalize_numbers(text: str) -> str:
     return text
 
 
+class TransformersTokenizer:
+    """A transformers tokenizer with the interface mmseq's tokenizers share: ``encode(text, add_eos)``,
+    ``decode(ids)``, ``eos_id``, ``pad_id`` (the EOS id when it has no pad token, as GPT-2), ``save(directory)``
+    (its files beside a checkpoint's weights)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    def encode(self, text: str, add_eos: bool = True) -> list[int]:
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        return ids + [self.eos_id] if add_eos else ids
+
+    def decode(self, ids: Any) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def save(self, directory: str | Path) -> Path:
+        self.tokenizer.save_pretrained(str(directory))
+        return Path(directory)
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+
 def checkpoint_tokenizer(directory: str | os.PathLike) -> Any:
     """The tokenizer stored beside a checkpoint's weights, or None when there is none: ``spm_char.model`` (a
     :class:`SpeechT5CharTokenizer`), else a transformers tokenizer (``tokenizer.json`` / ``tokenizer_config.json``,
-    as a LiMBeR model on a transformers LM saves its LM's tokenizer), wrapped in
-    :class:`~mmseq.models.limber.TransformersTokenizer`."""
+    as a LiMBeR model on a transformers LM saves its LM's tokenizer), wrapped in :class:`TransformersTokenizer`."""
     directory = Path(directory)
     if (directory / "spm_char.model").is_file():
         return SpeechT5CharTokenizer.from_dir(directory)
     if any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         from transformers import AutoTokenizer
-
-        from mmseq.models.limber import TransformersTokenizer
 
         return TransformersTokenizer(AutoTokenizer.from_pretrained(str(directory)))
     return None

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmseq.data.tokenizers import TransformersTokenizer
 from mmseq.errors import ConfigError, InputError, unknown_choice
 from mmseq.models.compose import DecoderOnlyModel
 from mmseq.nn.attention import lengths_to_padding_mask
@@ -334,31 +335,6 @@ class TransformersCausalLM(nn.Module):
         if cache is not None:
             cache.past = out.past_key_values
         return out.logits
-
-
-class TransformersTokenizer:
-    """A transformers tokenizer with the interface mmseq's tokenizers share: ``encode(text, add_eos)``,
-    ``decode(ids)``, ``eos_id``, ``pad_id`` (the EOS id when it has no pad token, as GPT-2), ``save(directory)``
-    (its files beside a checkpoint's weights)."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
-
-    def encode(self, text: str, add_eos: bool = True) -> list[int]:
-        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-        return ids + [self.eos_id] if add_eos else ids
-
-    def decode(self, ids: Any) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-
-    def save(self, directory: str | Path) -> Path:
-        self.tokenizer.save_pretrained(str(directory))
-        return Path(directory)
-
-    def __len__(self) -> int:
-        return len(self.tokenizer)
 
 
 def build_lm(lm: Any) -> nn.Module:
