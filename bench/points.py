@@ -30,13 +30,12 @@ shown as a share of the step.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from timing import machine_line, median_times
+from timing import machine_line, median_time, median_times
 
 import mmseq
 from mmseq.nn.points import chamfer_distance_l2, farthest_point_sample, group_points, knn
@@ -168,18 +167,6 @@ def pretrain_step(name: str, batch: int, num_points: int) -> tuple[nn.Module, Ca
     return model, step, forward, lambda: grouping(points)
 
 
-def median_cpu_time(fn: Call, repeats: int) -> float:
-    """Median CPU seconds of this process over ``repeats`` calls of ``fn`` (after one warm-up): with one thread,
-    the work of a call, less inflated than wall time when other jobs share the cores."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
-
-
 def step_table(models: list[str], batch: int, num_points: int, repeats: int) -> None:
     print(f"\npre-training step, batch {batch}, AdamW, median of {repeats}\n")
     print("| model | points | trainable params (M) | step ms | clouds/s | step CPU ms | clouds/CPU s | "
@@ -189,7 +176,7 @@ def step_table(models: list[str], batch: int, num_points: int, repeats: int) -> 
         model, step, forward, grouping = pretrain_step(name, batch, num_points)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
         step_s, forward_s, grouping_s = median_times([step, forward, grouping], repeats)
-        cpu_s = median_cpu_time(step, repeats)
+        cpu_s = median_time(step, repeats, clock=time.process_time)
         print(f"| `{name}` | {num_points or model.num_points} | {params:.2f} | {step_s * 1e3:.0f} | "
               f"{batch / step_s:.1f} | {cpu_s * 1e3:.0f} | {batch / cpu_s:.1f} | {forward_s * 1e3:.0f} | "
               f"{grouping_s * 1e3:.0f} | "

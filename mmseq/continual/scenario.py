@@ -111,9 +111,7 @@ def utterance_labels(utterances: Sequence[Any], field: str = "intent", rule: str
                                  f"{', '.join(FSC_SLOTS)}")
             out.append(tuple(str(slots[k]) for k in FSC_SLOTS))
             continue
-        value = getattr(u, field, None)
-        if value is None:
-            value = extra.get(field)
+        value = u.field(field)
         if value is None:
             raise InputError(f"utterance {u.id}: no label field {field!r} (neither an attribute nor in extra)")
         out.append(str(value))

@@ -70,6 +70,12 @@ class Utterance:
     snr: float | None = None
     extra: dict[str, Any] | None = None
 
+    def field(self, name: str) -> Any:
+        """The value of ``name``: a field of this class, else a key of ``extra`` (a preparer's own field, such as
+        SLURP's ``scenario``); None when neither has it."""
+        value = getattr(self, name, None) if name in _KNOWN_KEYS else None
+        return value if value is not None else (self.extra or {}).get(name)
+
     def to_json(self) -> dict[str, Any]:
         """The manifest object of this utterance (``None`` fields left out)."""
         out: dict[str, Any] = {}

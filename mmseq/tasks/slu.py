@@ -100,9 +100,7 @@ class SluConfig:
 
 def utterance_label(u: Utterance, field_name: str) -> str:
     """The ``field_name`` value of ``u`` (an attribute, else a key of ``extra``), as a string."""
-    value = getattr(u, field_name, None)
-    if value is None:
-        value = (u.extra or {}).get(field_name)
+    value = u.field(field_name)
     if value is None:
         raise ConfigError(f"utterance {u.id}: no label field {field_name!r} (neither an attribute nor in extra)")
     return str(value)
@@ -133,14 +131,18 @@ class SluData:
     cfg: SluConfig
     max_new_tokens: int
 
-    def predict(self, model: nn.Module, split: str, positions: Sequence[int] | None = None) -> list[str]:
-        """The label the model generates for each item of ``split`` (all, or those at ``positions``)."""
+    def decode(self, model: nn.Module, split: str, positions: Sequence[int] | None = None) -> list[tuple[str, str]]:
+        """``(label, transcript)`` the model generates for each item of ``split`` (all, or those at
+        ``positions``)."""
         dataset = self.items[split]
         positions = range(len(dataset)) if positions is None else positions
-        items = [dataset[i] for i in positions]
-        texts = transcribe(model, items, self.tokenizer, num_beams=self.cfg.num_beams, ctc_weight=0.0,
-                           max_new_tokens=self.max_new_tokens, batch_size=self.cfg.decode_batch_size)
-        return [split_output(t)[0] for t in texts]
+        texts = transcribe(model, [dataset[i] for i in positions], self.tokenizer, num_beams=self.cfg.num_beams,
+                           ctc_weight=0.0, max_new_tokens=self.max_new_tokens, batch_size=self.cfg.decode_batch_size)
+        return [split_output(t) for t in texts]
+
+    def predict(self, model: nn.Module, split: str, positions: Sequence[int] | None = None) -> list[str]:
+        """The label the model generates for each item of ``split`` (all, or those at ``positions``)."""
+        return [label for label, _ in self.decode(model, split, positions)]
 
 
 def load_teacher(path: str) -> nn.Module:
@@ -273,10 +275,7 @@ def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
     def evaluate(model: nn.Module, split: str) -> dict[str, Any]:
         if not len(items[split]):
             return {}
-        dataset = items[split]
-        texts = transcribe(model, [dataset[i] for i in range(len(dataset))], tokenizer, num_beams=cfg.num_beams,
-                           ctc_weight=0.0, max_new_tokens=data.max_new_tokens, batch_size=cfg.decode_batch_size)
-        outputs = [split_output(t) for t in texts]
+        outputs = data.decode(model, split)
         right = sum(p == y for (p, _), y in zip(outputs, labels[split]))
         metrics: dict[str, Any] = {"label_accuracy": right / len(outputs)}
         if cfg.target == "label_transcript":

@@ -41,6 +41,7 @@ from mmseq.checkpoint import load
 from mmseq.config import check_choice, load_config, to_dict
 from mmseq.continual import AccuracyMatrix, ClassIncremental, RehearsalMemory, class_ids, utterance_labels
 from mmseq.errors import ConfigError
+from mmseq.postnets.classifier import masked_mean
 from mmseq.tasks.slu import SluConfig, build_slu
 from mmseq.tasks.speecht5.data import pad_waveforms
 from mmseq.train.config import RunConfig
@@ -160,7 +161,7 @@ def class_labels(utterances: list, label_field: str, rule: str) -> tuple[list[in
     ids, _ = class_ids(utterance_labels(utterances, label_field, rule), rule)
     names: dict[int, str] = {}
     for u, c in zip(utterances, ids):
-        value = getattr(u, label_field, None) or (u.extra or {}).get(label_field)
+        value = u.field(label_field)
         if names.setdefault(c, str(value)) != str(value):
             raise ConfigError(f"class {c} has two {label_field} values ({names[c]!r}, {value!r}) under rule {rule!r}")
     return ids, [names[c] for c in range(len(names))]
@@ -175,9 +176,7 @@ def pooled_features(model: torch.nn.Module, dataset: Any, positions: list[int], 
     for start in range(0, len(positions), batch_size):
         wav, lengths = pad_waveforms([dataset[i].audio for i in positions[start:start + batch_size]])
         feats = model.forward_features(wav.to(device), lengths.to(device))
-        hidden, n = feats.hidden_states[-1], feats.lengths
-        mask = (torch.arange(hidden.shape[1], device=device)[None, :] < n[:, None]).to(hidden.dtype)
-        out.append(((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)).float().cpu())
+        out.append(masked_mean(feats.hidden_states[-1], feats.lengths).float().cpu())
     return torch.cat(out)
 
 
@@ -190,8 +189,7 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base_args = SluConfig(**cfg.run.task_args)
-    full_task, full = build_slu(base_args)
-    del full_task
+    _, full = build_slu(base_args)
     train_utts = full.utterances["train"]
     ids, names = class_labels(train_utts, base_args.label_field, cfg.stream.class_rule)
     stream = build_stream(cfg.stream, len(names))
