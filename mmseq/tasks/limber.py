@@ -6,12 +6,23 @@ and prompt positions are ignored, as the official labels set them to -100). A ba
 its scored tokens, the batch loss the mean over items. LiMBeR's optimiser (for the recipe's run config): AdamW,
 lr 8e-4, betas (0.9, 0.95), 100 warmup steps, gradient clipping 1.0.
 
-**Frozen features, cached.** The encoder is frozen, so its features of every image are computed once
-(on a split's first batch or evaluation, so after any ``init_from`` that loads the encoder) and stored on disk (``<feature_cache>/<split>.<fingerprint>.pt``); the
-fingerprint hashes the encoder (its class, feature kind, output width, and every weight) and the image transform
-(size, normalisation), so a changed encoder or transform makes a new file. The on-disk conventions are those of
-:mod:`mmseq.data.feature_cache` (atomic write, ``torch.load(weights_only=True)``, an in-memory copy, a
-read-only folder just means computing again).
+**Frozen features: cached, or encoded per batch** (``feature_store``). The encoder is frozen, so its features of
+an image never change; where they come from:
+
+* ``memory`` (the default): every image of a split is encoded once (on the split's first batch or evaluation, so
+  after any ``init_from`` that loads the encoder), kept in memory as one fp32 tensor and stored on disk
+  (``<feature_cache>/<split>.<fingerprint>.pt``; the conventions of :mod:`mmseq.data.feature_cache`: atomic write,
+  ``torch.load(weights_only=True)``, a read-only folder just means computing again). For splits that fit in memory.
+* ``disk``: encoded once the same way, into fp16 shards of ``feature_shard_size`` images
+  (:class:`~mmseq.data.feature_cache.ShardedFeatures` in ``<feature_cache>/<split>.<fingerprint>/``), read through
+  memory maps a shard at a time when a batch needs its images: memory holds what was read, the disk half of fp32.
+  A shard whose images changed is encoded again, the others are kept (an interrupted encoding resumes).
+* ``none``: nothing is stored. The data loader's workers read and transform each batch's images and the training
+  step runs the frozen encoder on them (no gradients, eval mode): memory is one batch's, and nothing is encoded
+  before training. Evaluation encodes its images the same way, batch by batch.
+
+The fingerprint hashes the encoder (its class, feature kind, output width, and every weight) and the image
+transform (size, normalisation), so a changed encoder or transform never reads another's features.
 
 **Generation.** Prompts interleave images and text (``[image, "A picture of"]``; few-shot VQA:
 ``[image, "Q: ... A: ...\\n", image, "Q: ... A:"]``). :class:`LimberDecoding` runs the prompt through the LM once
@@ -49,6 +60,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmseq.atomic import atomic_file
+from mmseq.data.feature_cache import ShardedFeatures
 from mmseq.data.vision.readers_captions import CocoCaptions, Img2DatasetCaptions, VQAv2
 from mmseq.data.vision.objects import CLASS_NAMES
 from mmseq.data.vision.readers_common import load_image
@@ -183,6 +195,66 @@ def cached_features(model: LimberModel, paths: Sequence[str], cache_file: str | 
             pass  # a read-only folder: compute again next time
     _MEMORY[key] = features
     return features
+
+
+def image_stamps(paths: Sequence[str]) -> list[list[Any]]:
+    """``[path, size, mtime_ns]`` of each image: what a cached feature is valid for."""
+    stamps = []
+    for p in paths:
+        stat = Path(p).stat()
+        stamps.append([str(p), stat.st_size, stat.st_mtime_ns])
+    return stamps
+
+
+def sharded_features(model: LimberModel, paths: Sequence[str], cache_folder: str | Path, shard_size: int = 4096,
+                     batch_size: int = 32, device: torch.device | None = None,
+                     dtype: str = "float16") -> ShardedFeatures:
+    """:func:`compute_features` stored in shards of ``shard_size`` images on disk and read lazily.
+
+    The folder is ``<cache_folder>.<fingerprint>`` (:func:`encoder_fingerprint`): another encoder or transform
+    never reads these features. Shards that are missing, or whose images changed (path, size or date), are
+    encoded now; reading a feature later opens only its shard's memory map.
+    """
+    paths = [str(p) for p in paths]
+    cache_folder = Path(cache_folder)
+    store = ShardedFeatures(cache_folder.with_name(f"{cache_folder.name}.{encoder_fingerprint(model)}"),
+                            image_stamps(paths), shard_size, dtype)
+    store.fill(lambda rows: compute_features(model, [paths[i] for i in rows], batch_size, device))
+    return store
+
+
+FEATURE_STORES = ("memory", "disk", "none")
+
+
+def load_transformed(transform: Compose, paths: Sequence[str]) -> Tensor:
+    """``[B, 3, S, S]``: image files through the encoder's :func:`image_transform`."""
+    return torch.stack([transform({"image": load_image(p)}, torch.Generator())["image"] for p in paths])
+
+
+class ImagePieces(Sequence):
+    """The prompt pieces of some of a split's images, made when a slice of them is read: :class:`ImageFeatures`
+    from a feature store (one read per slice), or normalised image tensors, which :func:`prompt_embeddings` then
+    encodes a batch at a time. Evaluation reads its images through this, so it never holds a split's features."""
+
+    def __init__(self, indices: Sequence[int], features: Any = None, paths: Sequence[str] = (),
+                 transform: Compose | None = None):
+        self.indices, self.features, self.paths, self.transform = list(indices), features, paths, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            rows = self.indices[i]
+            if not rows:
+                return []
+            if self.features is None:
+                return list(load_transformed(self.transform, [self.paths[r] for r in rows]))
+            return [ImageFeatures(f) for f in self.features[torch.tensor(rows)]]
+        return self[i : i + 1 if i != -1 else None][0]
+
+    def subset(self, keep: Sequence[int]) -> ImagePieces:
+        return ImagePieces([self.indices[k] for k in keep], self.features, self.paths, self.transform)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -352,7 +424,13 @@ class LimberCaptionConfig:
     # VQAv2 files of the val split are still looked for under root, their images in this folder.
     val_annotations: str = ""
     val_images: str = ""
+    # where the frozen encoder's features come from: "memory" (every image of a split encoded once, held in memory
+    # and cached on disk), "disk" (encoded once into fp16 shards on disk, read lazily), "none" (each batch's images
+    # encoded in the training step; nothing stored)
+    feature_store: str = "memory"
     feature_cache: str = ""  # folder of cached encoder features; "" : <root>/limber_features
+    feature_shard_size: int = 4096  # images per shard of the "disk" store
+    feature_shard_dtype: str = "float16"  # or "float32"
     encode_batch_size: int = 32
     encode_device: str = ""  # where features are computed once; "" : the model's device
     train_prompt: str = ""  # text between the image and the caption in training (not scored)
@@ -394,7 +472,9 @@ class CaptionSet(Dataset):
         if shuffle_seed is not None:
             order = torch.randperm(len(self.image_ids), generator=torch.Generator().manual_seed(shuffle_seed))
             self.items = [{**it, "image": int(order[it["image"]])} for it in self.items]
-        self.features: Tensor | None = None  # [images, N, C], set by the task on first use
+        # [images, N, C] features, set by the task on first use: a tensor ("memory") or a ShardedFeatures ("disk");
+        # None with feature_store "none"
+        self.features: Any = None
 
     def _from_pairs(self, reader: Img2DatasetCaptions, split: str) -> None:
         """One image per pair (img2dataset downloads every url once), its caption the only reference."""
@@ -462,15 +542,14 @@ def _vqa_split(root: Path, split: str, image_dir: str = "") -> VQAv2 | None:
     return VQAv2(root, split, image_dir=image_dir or str(root / split), load_images=False)
 
 
-def _shot_examples(train: CaptionSet | None, root: Path, split: str) -> list[tuple[ImageFeatures, str, str]]:
-    """The training split's VQA questions as few-shot examples ``(image features, question, answer)``."""
-    vqa = _vqa_split(root, split) if train is not None and train.features is not None else None
+def _shot_examples(train: CaptionSet | None, root: Path, split: str) -> list[tuple[int, str, str]]:
+    """The training split's VQA questions as few-shot examples ``(image index in train, question, answer)``."""
+    vqa = _vqa_split(root, split) if train is not None else None
     if vqa is None:
         return []
     index = {image_id: i for i, image_id in enumerate(train.image_ids)}
-    return [(ImageFeatures(train.features[index[q["image_id"]]]), q["question"],
-             vqa.annotations[q["question_id"]]["multiple_choice_answer"]) for q in vqa.questions
-            if q["image_id"] in index]
+    return [(index[q["image_id"]], q["question"], vqa.annotations[q["question_id"]]["multiple_choice_answer"])
+            for q in vqa.questions if q["image_id"] in index]
 
 
 class ContrastiveEncoderScorer:
@@ -577,6 +656,13 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
               if v else None for k, v in names.items()}
     if any(k < 0 for k in cfg.vqa_shots):
         raise ConfigError(f"task_args.vqa_shots must be >= 0, got {cfg.vqa_shots}")
+    if cfg.feature_store not in FEATURE_STORES:
+        raise ConfigError(f"task_args.feature_store: {cfg.feature_store!r} is not one of {list(FEATURE_STORES)}")
+    if cfg.feature_shard_size < 1:
+        raise ConfigError(f"task_args.feature_shard_size must be >= 1, got {cfg.feature_shard_size}")
+    if cfg.feature_shard_dtype not in ("float16", "float32"):
+        raise ConfigError(f"task_args.feature_shard_dtype: {cfg.feature_shard_dtype!r} is not float16 or float32")
+    per_batch = cfg.feature_store == "none"
     cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else root / "limber_features"
     if cfg.clip_score:
         check_clip_score(cfg.clip_score, cfg.clip_score_weights)
@@ -586,18 +672,29 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         if not isinstance(model, LimberModel):
             raise ConfigError(f"limber_caption trains a LiMBeR model, got {type(model).__name__}")
         state["tokenizer"] = _tokenizer_of(model, None)
+        state["transform"] = image_transform(model)  # fixed by the encoder's spec: init_from does not change it
 
-    def features_of(model: nn.Module, key: str) -> Tensor:
-        """The split's frozen features, computed (or read from the disk cache) on first use: after the loop's
-        ``init_from``, which runs after ``prepare_model`` and may load the encoder's weights."""
+    def features_of(model: nn.Module, key: str) -> Any:
+        """The split's frozen features (a tensor or a lazy store, indexable by image), computed (or read from the
+        disk cache) on first use: after the loop's ``init_from``, which runs after ``prepare_model`` and may load
+        the encoder's weights. None with ``feature_store`` none."""
         data = splits[key]
-        if data.features is None:
+        if data.features is None and not per_batch:
             model = getattr(model, "module", model)  # DDP
             device = torch.device(cfg.encode_device) if cfg.encode_device else next(model.parameters()).device
             # the file is named after the split's last path part (an img2dataset split may be an absolute path)
-            data.features = cached_features(model, data.paths, cache_dir / Path(names[key]).name,
-                                            cfg.encode_batch_size, device)
+            name = cache_dir / Path(names[key]).name
+            if cfg.feature_store == "disk":
+                data.features = sharded_features(model, data.paths, name, cfg.feature_shard_size,
+                                                 cfg.encode_batch_size, device, cfg.feature_shard_dtype)
+            else:
+                data.features = cached_features(model, data.paths, name, cfg.encode_batch_size, device)
         return data.features
+
+    def pieces(model: nn.Module, key: str, indices: Sequence[int]) -> ImagePieces:
+        """Prompt pieces of the split's images ``indices`` (features, or images to encode per batch)."""
+        data = splits[key]
+        return ImagePieces(indices, features_of(model, key), data.paths, state.get("transform"))
 
     split_keys = {names[k]: k for k, data in splits.items() if data is not None}
     split_codes = {k: i for i, k in enumerate(splits)}
@@ -609,20 +706,29 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
                               cfg.max_caption_tokens)
         batch["image"] = torch.tensor([it["image"] for it in items])
         batch["split"] = torch.tensor(split_codes[split_keys[items[0]["split"]]])
+        if per_batch:  # read and transformed here, in the data loader's workers; encoded in the step
+            data = splits[split_keys[items[0]["split"]]]
+            batch["images"] = load_transformed(state["transform"], [data.paths[it["image"]] for it in items])
         return batch
 
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
-        key = list(splits)[int(batch["split"])]
-        features = features_of(model, key)[batch["image"].cpu()].to(batch["tokens"].device)
+        if per_batch:
+            if "images" not in batch:
+                raise InputError("limber_caption with feature_store none needs the batch's images (its collate)")
+            # the frozen encoder (no gradients, eval mode) on this batch's images only
+            features = getattr(model, "module", model).encode_images(batch["images"])
+        else:
+            key = list(splits)[int(batch["split"])]
+            features = features_of(model, key)[batch["image"].cpu()].to(batch["tokens"].device)
+        batch = {k: v for k, v in batch.items() if k != "images"}
         return limber_caption_loss(model, {**batch, "features": features})
 
     def evaluate(model: nn.Module, split: str) -> dict[str, float]:
         data = splits[split]
         if data is None:
             return {}
-        features_of(model, split)
         count = len(data.paths) if cfg.eval_images <= 0 else min(cfg.eval_images, len(data.paths))
-        images = [ImageFeatures(data.features[i]) for i in range(count)]
+        images = pieces(model, split, range(count))
         generate = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams}
         if cfg.clip_score and "scorer" not in state:  # built once, on the evaluation device
             state["scorer"] = clip_scorer(cfg.clip_score, cfg.clip_score_weights, next(model.parameters()).device)
@@ -633,22 +739,21 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         if len(domains) > 1:  # the compositional split: each domain on its own
             for domain in domains:
                 keep = [i for i in range(count) if data.domains[i] == domain]
-                part = evaluate_captions(model, state["tokenizer"], [images[i] for i in keep],
+                part = evaluate_captions(model, state["tokenizer"], images.subset(keep),
                                          [data.references[i] for i in keep],
                                          [data.objects[i] for i in keep] if data.objects[0] else (),
                                          cfg.caption_prompt, image_paths=[data.paths[i] for i in keep], **generate)
                 metrics.update({f"{k}/{domain}": v for k, v in part.items()})
         vqa = _vqa_split(root, names[split], given[split][1])
         if vqa is not None:
-            metrics.update(evaluate_vqa(model, data, vqa))
+            metrics.update(evaluate_vqa(model, split, vqa))
         return metrics
 
-    def evaluate_vqa(model: nn.Module, data: CaptionSet, vqa: VQAv2) -> dict[str, float]:
+    def evaluate_vqa(model: nn.Module, split: str, vqa: VQAv2) -> dict[str, float]:
+        data = splits[split]
         index = {image_id: i for i, image_id in enumerate(data.image_ids)}
         questions = [q for q in vqa.questions if q["image_id"] in index]
         questions = questions if cfg.eval_questions <= 0 else questions[: cfg.eval_questions]
-        if max(cfg.vqa_shots, default=0) and splits["train"] is not None:
-            features_of(model, "train")
         examples = _shot_examples(splits["train"], root, names["train"]) if max(cfg.vqa_shots, default=0) else []
         metrics = {}
         for shots in cfg.vqa_shots:
@@ -660,9 +765,11 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
                 answers = []
                 for i, q in enumerate(chunk):  # each question gets its own shots (a fixed rotation of the examples)
                     first = (start + i) * shots
-                    context = [examples[(first + j) % len(examples)] for j in range(shots)]
-                    answers.append(vqa_prompts([ImageFeatures(data.features[index[q["image_id"]]])], [q["question"]],
-                                               context)[0])
+                    shot = [examples[(first + j) % len(examples)] for j in range(shots)]
+                    shot_images = pieces(model, "train", [row for row, _, _ in shot])[:] if shot else []
+                    context = [(image, question, answer) for image, (_, question, answer) in zip(shot_images, shot)]
+                    image = pieces(model, split, [index[q["image_id"]]])[:]
+                    answers.append(vqa_prompts(image, [q["question"]], context)[0])
                 texts = generate_text(model, answers, state["tokenizer"], max_new_tokens=8)
                 for q, answer in zip(chunk, texts):
                     humans = [a["answer"] for a in vqa.annotations[q["question_id"]]["answers"]]

@@ -473,3 +473,117 @@ def encoder_task_transform(model, path):
     from mmseq.tasks.limber import encoder_input_transform
 
     return encoder_input_transform(model)({"image": load_image(path)}, torch.Generator())["image"]
+
+
+def _map_loss_and_grad(task, model, batch, seed=1):
+    """The task's loss in training mode (map dropout drawn from ``seed``) and the map's gradient."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss, _ = task.loss(model, batch)
+    loss.backward()
+    return loss.detach(), model.prefix.proj.weight.grad.clone(), model.prefix.proj.bias.grad.clone()
+
+
+def test_per_batch_encoding_gives_the_cached_loss_and_map_gradients(corpus, tokenizer, tmp_path):
+    args = {"root": str(corpus), "feature_cache": str(tmp_path / "cache"), "train_prompt": "A picture of"}
+    cached = build_task("limber_caption", args)
+    per_batch = build_task("limber_caption", {**args, "feature_store": "none"})
+    model = _model(tokenizer)
+    for task in (cached, per_batch):
+        task.prepare_model(model)
+    items = [cached.train_set[i] for i in (0, 5, 9)]
+    batch = per_batch.collate(items)
+    # the collate read and transformed the batch's images (in a loader, the workers do this)
+    paths = [per_batch.train_set.paths[it["image"]] for it in items]
+    assert torch.equal(batch["images"], prepare_images(model, paths))
+    assert "images" not in cached.collate(items)
+    loader = torch.utils.data.DataLoader(items, batch_size=3, collate_fn=per_batch.collate, num_workers=1)
+    assert torch.equal(next(iter(loader))["images"], batch["images"])
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("prefix.")}
+
+    want = _map_loss_and_grad(cached, model, cached.collate(items))
+    got = _map_loss_and_grad(per_batch, model, batch)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert float(got[1].abs().sum()) > 0
+    # the encoder ran in eval mode without gradients; nothing frozen changed, nothing was stored
+    assert not model.encoder.training and all(p.grad is None for p in model.encoder.parameters())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
+    assert per_batch.train_set.features is None
+    assert len(list((tmp_path / "cache").glob("train2014.*"))) == 1  # the cached task's file only
+    with pytest.raises(InputError, match="needs the batch's images"):
+        per_batch.loss(model, cached.collate(items))
+    with pytest.raises(ConfigError, match="feature_store"):
+        build_task("limber_caption", {**args, "feature_store": "gpu"})
+
+
+def test_per_batch_and_disk_evaluation_equal_the_cached_one(corpus, tokenizer, tmp_path):
+    args = {"root": str(corpus), "eval_images": 4, "eval_questions": 4, "max_new_tokens": 5, "vqa_shots": [0, 2],
+            "feature_shard_dtype": "float32"}
+    model = _model(tokenizer).eval()
+    results = {}
+    for store in ("memory", "disk", "none"):
+        task = build_task("limber_caption", {**args, "feature_store": store, "feature_cache": str(tmp_path / store)})
+        task.prepare_model(model)
+        results[store] = task.evaluate(model, "val")
+    assert {"cider_d", "vqa_accuracy_2shot", "cider_d/out-domain"} <= set(results["memory"])
+    assert results["disk"] == pytest.approx(results["memory"])
+    assert results["none"] == pytest.approx(results["memory"])
+    assert not (tmp_path / "none").exists()
+    # the disk store: shards of the val and (for the shots) train images, nothing else
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "disk").iterdir()) == ["train2014", "val2014"]
+
+
+def test_sharded_cache_equals_recomputed_is_invalidated_and_reads_lazily(corpus, tokenizer, tmp_path):
+    import numpy as np
+
+    from mmseq.data.feature_cache import ShardedFeatures
+    from mmseq.tasks.limber import image_stamps, sharded_features
+
+    paths = CaptionSet(corpus, "train2014").paths[:5]
+    model = _model(tokenizer)
+    fresh = compute_features(model, paths, batch_size=2)  # encoded in the shards' batches: bit for bit
+    store = sharded_features(model, paths, tmp_path / "train", shard_size=2)
+    folder = tmp_path / f"train.{encoder_fingerprint(model)}"
+    assert store.folder == folder and sorted(p.name for p in folder.glob("*.npy")) == [
+        "shard_000000.npy", "shard_000001.npy", "shard_000002.npy"]
+    # lazily: nothing is open until an item is read, then only that item's shard, as a memory map
+    assert store.opened == {}
+    assert torch.equal(store[4], fresh[4].half().float())
+    assert list(store.opened) == [2] and isinstance(store.opened[2], np.memmap)
+    assert torch.equal(store[torch.tensor([3, 0])], fresh[[3, 0]].half().float())
+    assert sorted(store.opened) == [0, 1, 2]
+    assert np.load(folder / "shard_000000.npy").dtype == np.float16  # half the disk of fp32
+    assert not torch.equal(fresh.half().float(), fresh)  # fp16 rounding is visible: the test above can fail
+
+    def never(rows):
+        raise AssertionError("a valid shard was computed again")
+
+    again = ShardedFeatures(folder, image_stamps(paths), 2)
+    assert again.fill(never) == []  # read back: every shard valid
+    assert torch.equal(again[list(range(5))], fresh.half().float())
+
+    # an image rewritten on disk: only its shard is encoded again
+    os.utime(paths[3], ns=(time.time_ns(), time.time_ns() + 10**9))
+    computed = []
+
+    def counting(rows):
+        computed.append(rows)
+        return compute_features(model, [paths[i] for i in rows])
+
+    assert ShardedFeatures(folder, image_stamps(paths), 2).fill(counting) == [1] and computed == [[2, 3]]
+
+    # another encoder: another folder, its own features
+    changed = _model(tokenizer)
+    with torch.no_grad():
+        changed.encoder.backbone.layers[0].weight[0, 0, 0, 0] += 1.0
+    other = sharded_features(changed, paths, tmp_path / "train", shard_size=2, dtype="float32")
+    assert other.folder != folder and len(list(tmp_path.glob("train.*"))) == 2
+    assert torch.equal(other[list(range(5))], compute_features(changed, paths, batch_size=2))
+    assert not torch.equal(other[list(range(5))], store[list(range(5))])
+
+    with pytest.raises(InputError, match="exceed float16's range"):
+        ShardedFeatures(tmp_path / "big", [0, 1], 2).fill(lambda rows: torch.full((2, 3), 1e6))
+    with pytest.raises(ConfigError, match="dtype"):
+        ShardedFeatures(tmp_path / "x", [0], 2, dtype="bfloat16")
