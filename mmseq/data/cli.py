@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 # Modules with a ``data`` subcommand, in help order.
-COMMAND_MODULES = ["mmseq.data.manifest", "mmseq.data.prepare", "mmseq.data.synth", "mmseq.data.show"]
+COMMAND_MODULES = ["mmseq.data.manifest", "mmseq.data.prepare", "mmseq.data.synth", "mmseq.data.show",
+                   "mmseq.data.units"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:

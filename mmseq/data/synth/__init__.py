@@ -57,6 +57,15 @@ def _run_scenes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_text(args: argparse.Namespace) -> int:
+    from mmseq.data.synth.text import write_text
+
+    stats = write_text(args.out, args.sentences, seed=args.seed, exclude_manifests=args.exclude)
+    print(f"wrote {args.out}: {stats['sentences']} sentences, {stats['words']} words "
+          f"({stats['excluded']} transcripts excluded)")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``synth`` (with its ``speech`` corpus) under ``mmseq data``."""
     p = subparsers.add_parser("synth", help="generate a synthetic corpus offline")
@@ -69,6 +78,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="worker processes; the output does not depend on it (default: CPUs, at most 8)")  # fmt: skip
     s.add_argument("--overwrite", action="store_true", help="replace an earlier corpus in --out")
     s.set_defaults(run=_run_speech)
+    s = sub.add_parser("text", help="unpaired English text from the sentence grammar, one sentence per line")
+    s.add_argument("--out", required=True, help="the text file to write")
+    s.add_argument("--sentences", type=int, required=True, help="number of sentences")
+    s.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    s.add_argument("--exclude", nargs="*", default=[], metavar="MANIFEST",
+                   help="leave out sentences that are the text of these manifests (e.g. the test split)")
+    s.set_defaults(run=_run_text)
     s = sub.add_parser("points", help="point clouds in ShapeNet-55 / ModelNet40 h5 / ScanObjectNN PB_T50_RS layouts")
     s.add_argument("--out", default="data/synth_points", help="output folder (default: data/synth_points)")
     s.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick", help="size (default: quick)")
