@@ -205,7 +205,9 @@ def wav2vec2(*, dim: int = 768, layers: int = 12, heads: int = 12, ffn_dim: int 
     """A wav2vec 2.0 encoder (:class:`~mmseq.models.compose.EncoderModel`); defaults are wav2vec 2.0 base.
 
     Its ``forward_features`` returns transformers' ``hidden_states``: the encoder input (after the input layer norm
-    in post-LN), then every layer's output (the last after the final layer norm in pre-LN). The argument names are
+    in post-LN), then every layer's output, the last one being ``last_hidden_state`` (in pre-LN after the final
+    layer norm, as transformers 4 lists it; transformers 5 lists that layer's output before the norm). The argument
+    names are
     transformers' config fields where they differ only in spelling (``hidden_size`` -> ``dim``,
     ``do_stable_layer_norm`` -> ``norm_first``, ...; see :mod:`mmseq.interop.hf_wav2vec2`).
 
