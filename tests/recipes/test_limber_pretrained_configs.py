@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -128,6 +129,8 @@ def test_real_data_configs_at_tiny_size(data, tmp_path):
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2) == ("adamw", 8e-4, 0.9, 0.95)
     assert (cfg.schedule.warmup_steps, cfg.trainer.clip_grad_norm, cfg.trainer.max_steps) == (100, 1.0, 15000)
     assert cfg.task_args["train_format"] == "img2dataset" and cfg.task_args["caption_prompt"] == "A picture of"
+    # CC3M-scale: every batch's images encoded in the training step, read by the loader's workers; nothing cached
+    assert cfg.task_args["feature_store"] == "none" and cfg.trainer.num_workers > 0
     # plain `mmseq train` cannot read the local folders: it stops, naming the launcher
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -139,14 +142,11 @@ def test_real_data_configs_at_tiny_size(data, tmp_path):
     features = tmp_path / "features"
     overrides = [f"task_args.root={data['cc3m']}", f"task_args.feature_cache={features}", "task_args.eval_images=3",
                  "trainer.max_steps=2", "trainer.val_every=2", "trainer.save_every=2", "schedule.warmup_steps=1",
-                 f"trainer.out_dir={run}", *SMALL]
+                 f"trainer.out_dir={run}", "trainer.num_workers=1", *SMALL]
     assert launcher().main([str(train_config), "--lm", str(data["gptj"]), "--dtype", "fp32", *overrides]) == 0
     summary = json.loads((run / "metrics.json").read_text())
     assert {"loss", "cider_d", "bleu4"} <= set(summary["val"]), summary["val"]
-    # six CC3M training pairs and three validation images, encoded once into 2 x 2 RN50 grid tokens of 2048
-    train_features = torch.load(next(features.glob("train.*.pt")), weights_only=True)["features"]
-    assert train_features.shape == (6, 4, 2048)
-    assert list(features.glob("validation.*.pt"))
+    assert not features.exists()  # encoded per batch: no feature file of any split
     best = mmseq.load(run / "best")  # self-contained: the GPT-J config, every weight and the tokenizer
     assert best.prefix.proj.in_features == 2048 and best.prefix.prefix_length is None
     assert type(best.lm.model).__name__ == "GPTJForCausalLM" and best.lm.dim == 64
@@ -158,7 +158,8 @@ def test_real_data_configs_at_tiny_size(data, tmp_path):
     for name, value in lm.state_dict().items():  # the LM stayed frozen
         assert torch.equal(best.lm.model.state_dict()[name], value), name
 
-    small = ["trainer.precision=fp32", "trainer.batch_size=4", f"task_args.feature_cache={tmp_path / 'eval'}"]
+    small = ["trainer.precision=fp32", "trainer.batch_size=4", "trainer.num_workers=0",
+             f"task_args.feature_cache={tmp_path / 'eval'}"]
     coco = evaluate(LIMBER / "caption/configs/coco_eval.yaml", run / "best", [f"task_args.root={data['coco']}",
                                                                                 *small])
     assert {"loss", "cider_d", "bleu4"} <= set(coco)
@@ -170,3 +171,13 @@ def test_real_data_configs_at_tiny_size(data, tmp_path):
     vqa = evaluate(LIMBER / "vqa/configs/vqav2_eval.yaml", run / "best", [f"task_args.root={data['coco']}", *small])
     assert {"vqa_accuracy_0shot", "vqa_accuracy_4shot", "cider_d"} <= set(vqa), vqa
     assert all(0 <= vqa[f"vqa_accuracy_{k}shot"] <= 100 for k in (0, 4))
+    assert not (tmp_path / "eval").exists()
+    # the same evaluation from fp32 shards on disk (feature_store disk): the same scores, the val images and the
+    # shots' train images cached, 2 x 2 RN50 grid tokens of 2048 an image
+    shards = tmp_path / "shards"
+    on_disk = evaluate(LIMBER / "vqa/configs/vqav2_eval.yaml", run / "best", [
+        f"task_args.root={data['coco']}", *small, "task_args.feature_store=disk", "task_args.feature_shard_dtype=float32",
+        f"task_args.feature_cache={shards}"])
+    assert on_disk == pytest.approx(vqa)
+    assert sorted(p.name.split(".")[0] for p in shards.iterdir()) == ["train2014", "val2014"]
+    assert np.load(next(shards.glob("val2014.*/shard_000000.npy"))).shape == (3, 4, 2048)
