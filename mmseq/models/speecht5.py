@@ -8,7 +8,10 @@
 | sid | speech (waveform) | -- (``sid_pooling="decoder"``: one zero query) | mean-pooled classifier |
 
 ``speech_frontend="logmel"`` swaps the waveform convolutions for a log-mel front-end with Conv2d subsampling
-(:mod:`mmseq.prenets.logmel`, CPU-practical; transformers has no equivalent).
+(:mod:`mmseq.prenets.logmel`, CPU-practical; transformers has no equivalent); ``speech_frontend="features"``
+reads fixed feature frames ``[B, T, feature_dim]`` instead of waveforms, ``feature_stack`` frames to an encoder
+step (:class:`~mmseq.prenets.spectrogram.StackedFramesPrenet`): the upper layers of a model whose lower layers
+are a frozen upstream, trained on its cached outputs.
 
 Base variants are post-LN (the published HF checkpoints); large variants are pre-LN (fairseq SpeechT5-large,
 which transformers cannot express). Parameter names follow transformers' ``SpeechT5`` modules, so the key map
@@ -30,6 +33,7 @@ from mmseq.postnets.projection import ProjectionHeads
 from mmseq.postnets.speech import SpeechDecoderPostnet
 from mmseq.postnets.text import CTCHead, LMHead
 from mmseq.prenets.logmel import LogMelPrenet
+from mmseq.prenets.spectrogram import StackedFramesPrenet
 from mmseq.prenets.speech import SpeechDecoderPrenet, SpeechEncoderPrenet
 from mmseq.prenets.text import TokenPrenet
 from mmseq.registry import register_model
@@ -39,8 +43,9 @@ SPEECH_INPUT = ("asr", "st", "vc", "se", "sid")
 SPEECH_OUTPUT = ("tts", "vc", "se")
 SE_PREDICT = ("target", "mask", "delta")
 SE_DECODER_INPUT = ("previous_target", "source")
-# Speech encoder pre-nets: the published checkpoints' waveform convolutions, or log-mel + Conv2d subsampling.
-SPEECH_FRONTENDS = ("waveform", "logmel")
+# Speech encoder pre-nets: the published checkpoints' waveform convolutions, log-mel + Conv2d subsampling, or
+# fixed feature frames (a frozen upstream's cached hidden states) stacked ``feature_stack`` to a step.
+SPEECH_FRONTENDS = ("waveform", "logmel", "features")
 
 # Token ids of the SpeechT5 character vocabulary (HF spm_char.model).
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -81,7 +86,7 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
              feature_dropout: float = 0.0, mask_time_prob: float = 0.05, mask_time_length: int = 10,
              mask_time_min_masks: int = 2, max_speech_positions: int = 4000, max_text_positions: int = 450,
              speech_frontend: str = "waveform", logmel_bins: int = 80, logmel_channels: int = 256,
-             logmel_utterance_norm: bool = True,
+             logmel_utterance_norm: bool = True, feature_dim: int = 0, feature_stack: int = 1,
              scale_embedding: bool = False, num_mel_bins: int = 80, reduction_factor: int = 2,
              speech_prenet_units: int = 256, speech_prenet_layers: int = 2, speech_prenet_dropout: float = 0.5,
              speaker_embedding_dim: int = 512, postnet_layers: int = 5, postnet_units: int = 256,
@@ -125,6 +130,12 @@ def speecht5(task: str, *, vocab_size: int = 81, dim: int = 768, encoder_layers:
             pos_conv_groups=pos_conv_groups, feature_dropout=feature_dropout, mask_time_prob=mask_time_prob,
             mask_time_length=mask_time_length, mask_time_min_masks=mask_time_min_masks,
             max_positions=max_speech_positions, padding_idx=PAD)
+    elif task in SPEECH_INPUT and speech_frontend == "features":
+        if feature_dim < 1:
+            raise ValueError("speech_frontend='features' needs feature_dim (the size of the feature frames)")
+        encoder_prenet = StackedFramesPrenet(
+            feature_dim, dim, feature_stack, pos_conv_kernel, pos_conv_groups, feature_dropout, mask_time_prob,
+            mask_time_length, mask_time_min_masks, max_speech_positions, PAD, layer_norm_eps)
     elif task in SPEECH_INPUT:
         encoder_prenet = SpeechEncoderPrenet(
             dim, conv_dims, conv_kernels, conv_strides, conv_bias, pos_conv_kernel, pos_conv_groups,

@@ -25,6 +25,14 @@ distillation and contrastive terms of the continual strategies, each with its we
   embedding of the target (decoder embedding table), on the current task's utterances (``mm_on: new``) or all.
 
 The projections need a model with ``projection_heads`` (``model_args.projection_dim``).
+
+With ``upstream`` (a checkpoint with ``forward_features``: a TERA run's ``best/``, a SpeechT5 model, an s3prl file)
+the model reads that frozen model's hidden states (``upstream_layer``) instead of waveforms: a
+``speech_frontend="features"`` SpeechT5 whose ``feature_dim`` is the upstream's width (the task reports it as
+``info["feature_dim"]``), i.e. the upper, trained part of an encoder whose lower layers are frozen. The frames are
+computed once per utterance and cached in memory and beside the manifests (``cache_upstream``; off: the upstream
+runs whenever an item is read), which is what makes a whole continual stream cheap: every task, the teacher and the
+memory's selection read the same cached frames.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ from mmseq.errors import ConfigError
 from mmseq.metrics import word_error_rate
 from mmseq.tasks.base import Task, register_task
 from mmseq.nn.contrastive import multimodal_contrastive_loss, nspt_loss
-from mmseq.tasks.speecht5.data import SpeechItem, SpeechItems, bind_tokenizer, duration_plan, read_split, unwrap
+from mmseq.tasks.speecht5.data import (FrameItems, SpeechItem, SpeechItems, UpstreamFrames, bind_tokenizer,
+                                       duration_plan, manifest_path, read_split, unwrap)
 from mmseq.tasks.speecht5.text import collate_text, normalize_text, speech_to_text_loss, transcribe
 
 SEPARATOR = " | "
@@ -82,6 +91,9 @@ class SluConfig:
     mm: float = 0.0
     mm_temperature: float = 0.1
     mm_on: str = "new"  # new | all
+    upstream: str | None = None  # a frozen upstream checkpoint: the model reads its hidden states, not waveforms
+    upstream_layer: int = -1
+    cache_upstream: bool = True  # its frames computed once per utterance and cached beside the manifests
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -206,6 +218,27 @@ def continual_terms(model: nn.Module, out: Any, teacher: nn.Module | None, batch
     return terms
 
 
+def _item_maker(cfg: SluConfig, full: dict[str, list[Utterance]]):
+    """``(utterances, targets, split) -> dataset``: waveform items, or the upstream's frames (cached per
+    manifest)."""
+    if not cfg.upstream:
+        return lambda utterances, targets, split: SpeechItems(utterances, targets)
+    upstream = UpstreamFrames(cfg.upstream, cfg.upstream_layer)
+    cached: dict[str, dict[str, Tensor]] = {}
+    if cfg.cache_upstream:
+        names = {"train": cfg.train_manifest, "val": cfg.val_manifest, "test": cfg.test_manifest}
+        for split, utts in full.items():
+            if utts:
+                frames = upstream.of_split(utts, manifest_path(cfg.corpus, names[split]))
+                cached[split] = dict(zip((u.id for u in utts), frames))
+
+    def make(utterances: Sequence[Utterance], targets: Sequence[Any], split: str) -> FrameItems:
+        frames = [cached[split][u.id] for u in utterances] if cfg.cache_upstream else None
+        return FrameItems(utterances, targets, upstream, frames)
+
+    return make
+
+
 def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
     """The task and its data (see the module notes)."""
     full = {"train": read_split(cfg.corpus, cfg.train_manifest, cfg.max_train_seconds),
@@ -236,17 +269,18 @@ def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
     labels = {s: [utterance_label(u, cfg.label_field) for u in us] for s, us in splits.items()}
     targets = {s: [tokenizer.encode(target_text(u, cfg)) for u in us] for s, us in splits.items()}
     n_kept = len(train) - sum(1 for i in cfg.rehearsal_ids if i not in chosen)
+    make_items = _item_maker(cfg, full)
     teacher = load_teacher(cfg.teacher) if cfg.teacher else None
     if cfg.seq_kd and n_kept < len(train):  # the rehearsal utterances learn what the teacher says about them
-        rehearsal_items = SpeechItems(train[n_kept:], targets["train"][n_kept:])
+        rehearsal_items = make_items(train[n_kept:], targets["train"][n_kept:], "train")
         said = transcribe(teacher, [rehearsal_items[i] for i in range(len(rehearsal_items))], tokenizer,
                           num_beams=cfg.seq_kd_beams, ctc_weight=0.0,
                           max_new_tokens=int(1.5 * max(len(t) for t in targets["train"])) + 10,
                           batch_size=cfg.decode_batch_size)
         targets["train"][n_kept:] = [tokenizer.encode(t) for t in said]
     label_ids = {lab: i for i, lab in enumerate(sorted(train_labels))}
-    items = {s: SpeechItems(splits[s], [(t, label_ids.get(lab, -1), s == "train" and i >= n_kept)
-                                        for i, (t, lab) in enumerate(zip(targets[s], labels[s]))])
+    items = {s: make_items(splits[s], [(t, label_ids.get(lab, -1), s == "train" and i >= n_kept)
+                                       for i, (t, lab) in enumerate(zip(targets[s], labels[s]))], s)
              for s in splits}
     longest = int(1.5 * max(len(t) for t in targets["train"])) + 10
     data = SluData(splits, labels, items, tokenizer, cfg, cfg.max_new_tokens or longest)
@@ -291,7 +325,8 @@ def build_slu(cfg: SluConfig) -> tuple[Task, SluData]:
                 prepare_model=lambda model: bind_tokenizer(model, tokenizer),
                 info={"vocab_size": len(tokenizer), "label_field": cfg.label_field,
                       "train_utterances": len(items["train"]), "rehearsal_utterances": len(cfg.rehearsal_ids),
-                      "labels": sorted(set(labels["train"]))})
+                      "labels": sorted(set(labels["train"])),
+                      **({"feature_dim": items["train"].upstream.dim} if cfg.upstream else {})})
     return task, data
 
 

@@ -16,7 +16,8 @@ class seen so far (``offline``: joint training, the upper bound). The distillati
 task ``t - 1``'s best model as the teacher; their weights are ``strategy.*`` (``strategy.nspt=0`` or
 ``strategy.mm=0`` takes one of COCONUT's losses out: the paper's ablation). Task 0 starts as ``run.init_from``
 says; task ``t > 0`` from task ``t - 1``'s best model. After each task the best model labels the test utterances
-of every seen class, which fills a row of the accuracy matrix, and the memory takes the new classes' exemplars
+of every seen class, which fills a row of the accuracy matrix (and, for label + transcript targets, gives
+the transcripts' WER, ``seen_wer``), and the memory takes the new classes' exemplars
 (features for ``closest`` / ``herding``: the mean-pooled last encoder layer of the model just trained).
 ``out_dir/stream.json`` (written atomically after each task) holds the finished tasks' rows, the memory and the
 stream, so a stream restarted after a task boundary goes on from there. At the end ``metrics.json`` has the
@@ -41,9 +42,11 @@ from mmseq.checkpoint import load
 from mmseq.config import check_choice, load_config, to_dict
 from mmseq.continual import AccuracyMatrix, ClassIncremental, RehearsalMemory, class_ids, utterance_labels
 from mmseq.errors import ConfigError
+from mmseq.metrics import word_error_rate
 from mmseq.postnets.classifier import masked_mean
 from mmseq.tasks.slu import SluConfig, build_slu
 from mmseq.tasks.speecht5.data import pad_waveforms
+from mmseq.tasks.speecht5.text import normalize_text
 from mmseq.train.config import RunConfig
 from mmseq.train.loop import import_user_code, train
 
@@ -180,6 +183,15 @@ def pooled_features(model: torch.nn.Module, dataset: Any, positions: list[int], 
     return torch.cat(out)
 
 
+def transcript_wer(data: Any, positions: list[int], hypotheses: list[str]) -> float | None:
+    """WER of the generated transcripts of test items ``positions`` (None when the targets have none)."""
+    if data.cfg.target != "label_transcript":
+        return None
+    refs = [normalize_text(data.utterances["test"][i].text or "", data.cfg.lowercase) for i in positions]
+    pairs = [(h, r) for h, r in zip(hypotheses, refs) if r]
+    return word_error_rate([h for h, _ in pairs], [r for _, r in pairs]).rate if pairs else None
+
+
 def _state_path(out_dir: Path) -> Path:
     return out_dir / "stream.json"
 
@@ -240,7 +252,9 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
         model = load(out_dir / f"task_{t}" / "best")
         # the accuracy matrix row: every seen class's test utterances, labelled by the model
         test_positions = [i for i, c in enumerate(test_classes) if c in set(seen)]
-        predicted = full.predict(model, "test", test_positions)
+        decoded = full.decode(model, "test", test_positions)
+        predicted = [label for label, _ in decoded]
+        wer = transcript_wer(full, test_positions, [text for _, text in decoded])
         row = {"predictions": [label_to_class.get(p, -1) for p in predicted],
                "targets": [test_classes[i] for i in test_positions],
                "item_tasks": [task_of[test_classes[i]] for i in test_positions]}
@@ -254,6 +268,7 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
             memory.update(new, [ids[i] for i in new], total_classes=stream.num_classes, features=feats,
                           train_size=len(train_utts))
         task_runs.append({"task": t, "classes": list(stream.classes_of(t)), "seen_accuracy": matrix.seen[t],
+                          "seen_wer": wer,
                           "train_utterances": summary["task"]["train_utterances"],
                           "rehearsal_utterances": summary["task"]["rehearsal_utterances"],
                           "train_seconds": summary["train_seconds_this_session"]})

@@ -140,3 +140,53 @@ def test_a_teacher_equal_to_the_student_distils_nothing(corpus, tmp_path):
 def test_distillation_needs_a_teacher_and_heads(corpus):
     with pytest.raises(ConfigError, match="need task_args.teacher"):
         SluConfig(corpus=str(corpus), token_kd=1.0)
+
+
+@pytest.fixture()
+def noisy_corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = []
+    for k, (i, y, t, s) in enumerate(ROWS):
+        sf.write(tmp_path / f"{i}.wav", (0.1 * rng.standard_normal(4000 + 800 * k)).astype(np.float32), 16000)
+        lines.append(json.dumps({"id": i, "audio": f"{i}.wav", "duration": (4000 + 800 * k) / 16000, "text": t,
+                                 "intent": y}))
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_an_upstream_gives_cached_frames_equal_to_recomputed_ones(noisy_corpus, tmp_path):
+    import mmseq
+    from mmseq.data.audio import load_audio
+    from mmseq.tasks.speecht5.data import pad_waveforms
+
+    torch.manual_seed(0)
+    mmseq.save_pretrained(mmseq.create_model("tera_tiny"), tmp_path / "up")
+    cfg = dict(corpus=str(noisy_corpus), upstream=str(tmp_path / "up"), upstream_layer=1, target="label")
+    task, cached = build_slu(SluConfig(**cfg))
+    _, direct = build_slu(SluConfig(**cfg, cache_upstream=False))
+    upstream = mmseq.load(tmp_path / "up").eval()
+    wav = load_audio(str(noisy_corpus / "u2.wav"), 16000)[None]
+    with torch.no_grad():
+        want = upstream.forward_features(wav, torch.tensor([wav.shape[1]])).hidden_states[1][0]
+    got = cached.items["train"][2].audio
+    assert got.shape == want.shape and task.info["feature_dim"] == want.shape[1]
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)  # stored as float16
+    torch.testing.assert_close(direct.items["train"][2].audio, got, atol=2e-3, rtol=2e-3)
+    assert list((noisy_corpus).glob("train.jsonl.upstream-*-layer1-float16.pt"))
+    # a feature-frames model trains on them, padded batches included
+    model = mmseq.create_model("speecht5_asr_tiny", vocab_size=task.info["vocab_size"], speech_frontend="features",
+                               feature_dim=task.info["feature_dim"], feature_stack=2, mask_time_prob=0.0)
+    batch = task.collate([task.train_set[i] for i in range(4)])
+    assert batch["audio"].shape[:2] == (4, max(x.shape[0] for x in (task.train_set[i].audio for i in range(4))))
+    loss, _ = task.loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder_prenet.projection.weight.grad.abs().sum() > 0
+    frames, lengths = pad_waveforms([task.train_set[i].audio for i in (0, 3)])
+    assert frames.shape[2] == want.shape[1] and lengths.tolist() == [task.train_set[0].audio.shape[0],
+                                                                     task.train_set[3].audio.shape[0]]
+
+
+def test_a_missing_or_featureless_upstream_is_named(noisy_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="upstream .*nowhere.* does not exist"):
+        build_slu(SluConfig(corpus=str(noisy_corpus), upstream=str(tmp_path / "nowhere")))
