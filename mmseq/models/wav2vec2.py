@@ -69,12 +69,17 @@ class LayerNormConvLayer(nn.Module):
         self.layer_norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """On the CPU the convolution runs as time-major matrix products (:mod:`mmseq.nn.conv`, as SpeechT5's
+        layers do), elsewhere as :meth:`reference`."""
+        if x.device.type != "cpu":
+            return self.reference(x)
         conv = self.conv
-        if x.device.type == "cpu":
-            y = conv1d_time_major(x, conv.weight, conv.bias, conv.stride[0])
-        else:
-            y = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, stride=conv.stride[0]).transpose(1, 2)
-        return F.gelu(self.layer_norm(y))
+        return F.gelu(self.layer_norm(conv1d_time_major(x, conv.weight, conv.bias, conv.stride[0])))
+
+    def reference(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """:meth:`forward` with ``F.conv1d`` on channel-major input."""
+        y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, stride=self.conv.stride[0])
+        return F.gelu(self.layer_norm(y.transpose(1, 2)))
 
 
 def feature_encoder(norm: str, dims: Sequence[int], kernels: Sequence[int], strides: Sequence[int],
@@ -206,9 +211,8 @@ def wav2vec2(*, dim: int = 768, layers: int = 12, heads: int = 12, ffn_dim: int 
 
     Its ``forward_features`` returns transformers' ``hidden_states``: the encoder input (after the input layer norm
     in post-LN), then every layer's output, the last one being ``last_hidden_state`` (in pre-LN after the final
-    layer norm, as transformers 4 lists it; transformers 5 lists that layer's output before the norm). The argument
-    names are
-    transformers' config fields where they differ only in spelling (``hidden_size`` -> ``dim``,
+    layer norm, as transformers 4 lists it; transformers 5 lists that layer's output before the norm). The
+    arguments are transformers' config fields under mmseq's names (``hidden_size`` -> ``dim``,
     ``do_stable_layer_norm`` -> ``norm_first``, ...; see :mod:`mmseq.interop.hf_wav2vec2`).
 
     Args:
