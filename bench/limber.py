@@ -1,13 +1,16 @@
-"""Benchmark: LiMBeR's training step with cached encoder features against the plain path, and caption generation
-on mmseq's KV-cache decoding against transformers' ``generate(inputs_embeds=...)`` on the same LM.
+"""Benchmark: LiMBeR's training step with the frozen encoder's features cached (memory, disk shards) against encoding
+each batch's images in the step, and caption generation on mmseq's KV-cache decoding against transformers' ``generate(inputs_embeds=...)`` on the same LM.
 
 Both use one model: a timm image encoder (random weights, ``--encoder``, pooled features) and a randomly
 initialised GPT-2 layout LM (``--lm-layers`` x ``--lm-dim``), both frozen, and the linear map to ``--prefix`` prompts.
 
 * **Training step** (what ``limber_caption`` runs): forward, caption-token loss, backward and an AdamW step of the
-  map, over a batch of ``--batch`` images with captions of ``--caption-tokens`` tokens. *Plain*: each step reads
-  the JPEG files, applies the encoder's transform and runs the frozen encoder. *Cached*: the step indexes the
-  features the task computed once before training.
+  map, over a batch of ``--batch`` images with captions of ``--caption-tokens`` tokens, for each
+  ``task_args.feature_store``. *Per batch, reading in the step*: the step reads the JPEG files, applies the
+  encoder's transform and runs the frozen encoder (``none`` with ``trainer.num_workers=0``). *Per batch*: the
+  images come read and transformed (``none``'s collate, run by the loader's workers) and the step runs the frozen
+  encoder. *Disk*: the step reads the batch's features from the fp16 shards encoded once before training
+  (``disk``, memory-mapped). *Memory*: it indexes the fp32 features held in memory (``memory``).
 * **Generation**: greedy captions of ``--new-tokens`` tokens after ``[image] "A picture of"`` for a batch of
   images; mmseq's ``LimberDecoding`` (prompt once into the KV cache, then one token per step) against the same
   GPT-2 module's ``generate(inputs_embeds=..., attention_mask=...)``, also cached. EOS is disabled on both
@@ -15,7 +18,7 @@ initialised GPT-2 layout LM (``--lm-layers`` x ``--lm-dim``), both frozen, and t
 
 Times are medians over ``--repeats`` alternating rounds (``bench/timing.py``).
 
-    python bench/limber.py [--repeats 5] [--threads 2] [--encoder resnet50] [--image-size 224]
+    python bench/limber.py [--repeats 5] [--threads 2] [--encoder resnet50] [--image-size 224] [--features grid]
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from PIL import Image
 
 from mmseq.generation.text import greedy_search
 from mmseq.models.limber import ImagePrefix, LimberModel, TransformersCausalLM, build_image_encoder
-from mmseq.tasks.limber import LimberDecoding, cached_features, caption_batch, limber_caption_loss, prepare_images
+from mmseq.tasks.limber import (LimberDecoding, cached_features, caption_batch, image_transform, limber_caption_loss,
+                                load_transformed, prepare_images, sharded_features)
 from timing import machine_line, median_times  # bench/timing.py
 
 
@@ -49,10 +53,12 @@ def build(args) -> tuple[LimberModel, torch.nn.Module]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    encoder = build_image_encoder({"library": "timm", "name": args.encoder, "image_size": args.image_size})
+    encoder = build_image_encoder({"library": "timm", "name": args.encoder, "image_size": args.image_size,
+                                   "features": args.features})
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=args.vocab, n_positions=256, n_embd=args.lm_dim,
                                       n_layer=args.lm_layers, n_head=args.lm_dim // 64)).eval()
-    model = LimberModel(encoder, ImagePrefix(encoder.output_dim, args.lm_dim, args.prefix), TransformersCausalLM(gpt2))
+    prefix = None if args.features == "grid" else args.prefix  # grid: one prompt per grid token
+    model = LimberModel(encoder, ImagePrefix(encoder.output_dim, args.lm_dim, prefix), TransformersCausalLM(gpt2))
     return model, gpt2
 
 
@@ -62,6 +68,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--encoder", default="resnet50")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--features", default="pooled", choices=["pooled", "grid"])
     parser.add_argument("--lm-layers", type=int, default=4)
     parser.add_argument("--lm-dim", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=8192)
@@ -83,6 +90,8 @@ def main() -> None:
         captions = ["".join(chr(97 + int(c)) for c in rng.integers(0, 26, args.caption_tokens))
                     for _ in range(args.batch)]
         features = cached_features(model, paths, Path(tmp) / "features")  # once, before training
+        shards = sharded_features(model, paths, Path(tmp) / "shards", shard_size=max(1, args.batch // 4))
+        images = load_transformed(image_transform(model), paths)  # what the loader's workers hand the step
         params = [p for p in model.parameters() if p.requires_grad]
         optim = torch.optim.AdamW(params, lr=8e-4, betas=(0.9, 0.95))
 
@@ -94,17 +103,31 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optim.step()
 
+        order = torch.randperm(args.batch, generator=torch.Generator().manual_seed(0))  # a shuffled batch
+
         def plain() -> None:
-            step(model.encode_images(prepare_images(model, paths)))
+            step(model.encode_images(prepare_images(model, [paths[i] for i in order])))
 
-        def cached() -> None:
-            step(features[torch.arange(args.batch)])
+        def per_batch() -> None:
+            step(model.encode_images(images[order]))
 
-        t_plain, t_cached = median_times([plain, cached], args.repeats)
-        print(f"\ntraining step, batch {args.batch}, {args.encoder} @ {args.image_size}px + GPT-2 "
+        def disk() -> None:
+            step(shards[order])
+
+        def memory() -> None:
+            step(features[order])
+
+        times = median_times([plain, per_batch, disk, memory], args.repeats)
+        size = features.shape[1:]
+        print(f"\ntraining step, batch {args.batch}, {args.encoder} @ {args.image_size}px, {args.features} features "
+              f"{list(size)} ({size.numel() * 4 / 1e6:.3f} MB an image in fp32) + GPT-2 "
               f"{args.lm_layers}x{args.lm_dim}:")
-        print(f"| path | median s/step | speed-up |\n|---|---:|---:|\n| plain (read, transform, encode every step) | "
-              f"{t_plain:.3f} | 1.00x |\n| cached features | {t_cached:.3f} | {t_plain / t_cached:.2f}x |")
+        rows = ["per batch, reading and transforming in the step (feature_store none, num_workers 0)",
+                "per batch, images from the loader (feature_store none)",
+                "cached on disk, fp16 shards (feature_store disk)", "cached in memory, fp32 (feature_store memory)"]
+        print("| path | median s/step | speed-up over per batch |\n|---|---:|---:|")
+        for row, t in zip(rows, times):
+            print(f"| {row} | {t:.3f} | {times[1] / t:.2f}x |")
 
         model.eval()
         with torch.inference_mode():
