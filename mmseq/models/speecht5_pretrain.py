@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmseq.contracts import as_prenet_output
+from mmseq.contracts import Features, as_prenet_output, full_lengths
 from mmseq.errors import InputError
 from mmseq.models.speecht5 import _TINY, speecht5
 from mmseq.nn.attention import lengths_to_padding_mask
@@ -170,6 +170,17 @@ class SpeechT5Pretrain(nn.Module):
         weight[chosen] = 1.0
         weight = weight[None, :, None]
         return weight * q.x + (1.0 - weight) * memory, q
+
+    def forward_features(self, wav: Tensor, lengths: Tensor | None = None) -> Features:
+        """The speech encoder's hidden states (its input, then every layer's output), nothing masked."""
+        prenet = self.speech_encoder_prenet
+        lengths = full_lengths(wav) if lengths is None else lengths
+        total = int(prenet.output_lengths(torch.tensor([wav.shape[1]], device=lengths.device))[0])
+        none = torch.zeros(wav.shape[0], total, dtype=torch.bool, device=wav.device)
+        out = as_prenet_output(prenet(wav, lengths, time_mask=none))
+        enc = self.encoder(out.hidden, lengths_to_padding_mask(out.lengths, out.hidden.shape[1]),
+                           output_hidden_states=True)
+        return Features(enc.hidden_states, out.lengths, prenet.downsample_rate)
 
     def forward_speech(self, wav: Tensor, lengths: Tensor, decoder_input: Tensor, decoder_lengths: Tensor | None = None,
                        speaker_embeddings: Tensor | None = None, mask: Tensor | None = None) -> SpeechPretrainOutput:
