@@ -21,7 +21,6 @@ from mmseq.tasks import build_task
 from mmseq.tasks.speecht5.pretrain import (IGNORE, AlternatingBatches, align_units, bart_noise, insertion_noise,
                                            masked_unit_loss,
                                            poisson_span_lengths, shift_tokens_right)
-from mmseq.tasks.speecht5.speech import spectrogram_losses
 
 # A tiny pre-training model on 20 ms frames (one 25 ms filter bank, as the tiny ASR recipe).
 MODEL_ARGS = dict(conv_dims=(32,), conv_kernels=(400,), conv_strides=(320,), num_units=6, encoder_layerdrop=0.0,
