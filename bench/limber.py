@@ -1,8 +1,10 @@
 """Benchmark: LiMBeR's training step with the frozen encoder's features cached (memory, disk shards) against encoding
-each batch's images in the step, and caption generation on mmseq's KV-cache decoding against transformers' ``generate(inputs_embeds=...)`` on the same LM.
+each batch's images in the step, and caption generation on mmseq's KV-cache decoding against transformers'
+``generate(inputs_embeds=...)`` on the same LM.
 
-Both use one model: a timm image encoder (random weights, ``--encoder``, pooled features) and a randomly
-initialised GPT-2 layout LM (``--lm-layers`` x ``--lm-dim``), both frozen, and the linear map to ``--prefix`` prompts.
+Both use one model: a timm image encoder (random weights, ``--encoder``; ``--features`` pooled, mapped to
+``--prefix`` prompts, or grid, one prompt per grid token) and a randomly initialised GPT-2 layout LM
+(``--lm-layers`` x ``--lm-dim``), both frozen, and the linear map.
 
 * **Training step** (what ``limber_caption`` runs): forward, caption-token loss, backward and an AdamW step of the
   map, over a batch of ``--batch`` images with captions of ``--caption-tokens`` tokens, for each
