@@ -35,9 +35,14 @@ FORMAT_VERSION = 1
 _FOREIGN_FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., nn.Module]]] = []
 
 
-def register_checkpoint_format(name: str, detect: Callable[[Path], bool], load: Callable[..., nn.Module]) -> None:
-    """Teach :func:`load` another project's checkpoint layout."""
-    _FOREIGN_FORMATS.append((name, detect, load))
+def register_checkpoint_format(name: str, detect: Callable[[Path], bool], load: Callable[..., nn.Module],
+                               first: bool = False) -> None:
+    """Teach :func:`load` another project's checkpoint layout; ``first``: ask its ``detect`` before the others'
+    (a narrow test that a broader one registered earlier would also pass)."""
+    if first:
+        _FOREIGN_FORMATS.insert(0, (name, detect, load))
+    else:
+        _FOREIGN_FORMATS.append((name, detect, load))
 
 
 def fsync_dir(path: Path) -> None:
