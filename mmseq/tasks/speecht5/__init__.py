@@ -2,4 +2,4 @@
 registers them)."""
 
 from mmseq.tasks.speecht5 import data, sid, speech, text  # noqa: F401
-from mmseq.tasks.speecht5 import pretrain  # noqa: F401
+from mmseq.tasks.speecht5 import pretrain  # noqa: F401  (its fairseq checkpoint format registers too)

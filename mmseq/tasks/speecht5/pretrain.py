@@ -50,6 +50,7 @@ from mmseq.data.samplers import FixedSizeBatches
 from mmseq.data.tokenizers import SpeechT5CharTokenizer, pad_id_lists
 from mmseq.data.units import read_units, register_feature_source
 from mmseq.errors import ConfigError, InputError
+from mmseq.interop import fairseq_speecht5  # noqa: F401  (mmseq.load reads speecht5_base.pt)
 from mmseq.tasks.base import Ratio, Task, register_task
 from mmseq.tasks.speecht5.data import bind_tokenizer, pad_waveforms, read_split, unwrap
 from mmseq.tasks.speecht5.speech import log_mel, pad_to_multiple, shift_right_reduced, spectrogram_losses, speaker_vectors
