@@ -332,7 +332,6 @@ def wav2vec2_seq2seq(*, encoder_from: Any = None, vocab_size: int = 81, decoder_
     postnet = LMHead(dim, vocab_size, tie_to=decoder_prenet.embed_tokens if tie_embeddings else None)
     ctc_head = CTCHead(encoder.dim, vocab_size) if ctc else None
     model = EncoderDecoderModel(prenet, encoder, decoder_prenet, decoder, postnet, encoder_postnet=ctc_head)
-    model.task = "asr"
     if projection_dim:
         if dim != encoder.dim:
             raise ConfigError(f"projection_dim needs decoder_dim equal to the encoder width {encoder.dim} (one "
