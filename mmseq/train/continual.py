@@ -201,7 +201,11 @@ def run_stream(cfg: ContinualConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base_args = SluConfig(**cfg.run.task_args)
-    _, full = build_slu(base_args)
+    base_task, full = build_slu(base_args)
+    for key, info in (("vocab_size", "vocab_size"), ("feature_dim", "feature_dim")):
+        # sizes the task knows: 0 (or absent, for the vocabulary) in the config means "what the task needs"
+        if info in base_task.info and not cfg.run.model_args.get(key):
+            cfg.run.model_args[key] = base_task.info[info]
     train_utts = full.utterances["train"]
     ids, names = class_labels(train_utts, base_args.label_field, cfg.stream.class_rule)
     stream = build_stream(cfg.stream, len(names))
@@ -331,6 +335,17 @@ def plot_accuracy_curves(curves: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
+def strategy_label(metrics: dict[str, Any]) -> str:
+    """A stream's strategy, with COCONUT's ablations named (``coconut without NSPT`` / ``without MM``)."""
+    name = metrics["strategy"]
+    if name.startswith("coconut"):
+        weights = metrics["config"]["strategy"]
+        off = [term for term, key in (("NSPT", "nspt"), ("MM", "mm")) if not weights.get(key)]
+        if off:
+            name += " without " + " and ".join(off)
+    return name
+
+
 def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
     """A markdown table of finished streams (their ``metrics.json``), grouped by strategy and memory: Avg Acc,
     Last Acc, BWT and forgetting in % as mean +- std over the runs of a group (seeds, class orders), and the number
@@ -349,18 +364,24 @@ def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
         memory = m["config"]["memory"]
         size = "-" if not m["memory_size"] else (f"{100 * memory['fraction']:g}%" if memory.get("fraction")
                                                  else str(memory["size"]))
-        groups.setdefault((m["strategy"], size), []).append(m)
-        curves[f"{m['strategy']} ({Path(run).name})"] = m["accuracy_matrix"]["seen"]
+        groups.setdefault((strategy_label(m), size), []).append(m)
+        curves[f"{strategy_label(m)} ({Path(run).name})"] = m["accuracy_matrix"]["seen"]
 
     def cell(values: list[float]) -> str:
         mean = 100 * statistics.fmean(values)
         return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} +- {100 * statistics.stdev(values):.2f}"
 
-    lines = ["| strategy | memory | runs | Avg Acc | Last Acc | BWT | forgetting |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    def last_wer(m: dict[str, Any]) -> float | None:
+        return m["tasks"][-1].get("seen_wer") if m["tasks"] else None
+
+    lines = ["| strategy | memory | runs | Avg Acc | Last Acc | BWT | forgetting | last WER | train min / stream |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (strategy, size), ms in groups.items():
+        wers = [w for w in map(last_wer, ms) if w is not None]
+        minutes = statistics.fmean(sum(t["train_seconds"] for t in m["tasks"]) / 60 for m in ms)
         lines.append(f"| {strategy} | {size} | {len(ms)} | " + " | ".join(
-            cell([m[key] for m in ms]) for key in ("avg_acc", "last_acc", "bwt", "forgetting")) + " |")
+            cell([m[key] for m in ms]) for key in ("avg_acc", "last_acc", "bwt", "forgetting"))
+            + f" | {cell(wers) if len(wers) == len(ms) else '-'} | {minutes:.1f} |")
     if plot is not None:
         plot_accuracy_curves(curves, Path(plot))
     return "\n".join(lines)

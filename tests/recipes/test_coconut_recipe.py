@@ -117,17 +117,20 @@ def test_coconut_with_sequence_kd_distils_from_the_previous_task(slu_corpus, tmp
     assert "nspt" not in first[0] and first[0]["mm"] > 0  # no teacher for the first task; MM needs none
 
 
-@pytest.mark.parametrize("name,tasks,first", [("fsc6", 6, 6), ("fsc10", 10, 4), ("slurp6", 6, 3)])
+@pytest.mark.parametrize("name,tasks,first", [("fsc6", 6, 6), ("fsc10", 10, 4), ("slurp6", 6, 3),
+                                             ("synth_fsc6", 6, 6)])
 def test_real_corpus_configs_fit_their_stream_and_model(name, tasks, first):
     import mmseq
 
     cfg = continual.load_continual_config(CONFIG.parent / f"{name}.yaml")
-    stream = continual.build_stream(cfg.stream, stream_classes := {"fsc6": 31, "fsc10": 31, "slurp6": 18}[name])
+    stream = continual.build_stream(cfg.stream, stream_classes := {"fsc6": 31, "fsc10": 31, "slurp6": 18,
+                                                                          "synth_fsc6": 31}[name])
     assert stream.num_tasks == tasks and stream.increments[0] == first and stream.num_classes == stream_classes
     if name == "fsc10":
         assert stream.classes_of(0) == (19, 27, 30, 28)
     continual.SluConfig(**cfg.run.task_args)  # the task arguments are the task's
-    model = mmseq.create_model(cfg.run.model, **{**cfg.run.model_args, "vocab_size": 40})
+    sizes = {"vocab_size": 40, **({"feature_dim": 80} if cfg.run.task_args.get("upstream") else {})}
+    model = mmseq.create_model(cfg.run.model, **{**cfg.run.model_args, **sizes})
     assert model.projection_heads.projection_dim == cfg.run.model_args["projection_dim"]
 
 
@@ -135,6 +138,16 @@ def test_compare_tabulates_finished_streams(er_run, tmp_path):
     table = continual.compare_runs([er_run, er_run], plot=tmp_path / "curves.png")
     row = [line for line in table.splitlines() if line.startswith("| er |")]
     er = json.loads((er_run / "metrics.json").read_text())
+    minutes = sum(t["train_seconds"] for t in er["tasks"]) / 60
     assert row == [f"| er | 18 | 2 | {100 * er['avg_acc']:.2f} +- 0.00 | {100 * er['last_acc']:.2f} +- 0.00 | "
-                   f"{100 * er['bwt']:.2f} +- 0.00 | {100 * er['forgetting']:.2f} +- 0.00 |"]
+                   f"{100 * er['bwt']:.2f} +- 0.00 | {100 * er['forgetting']:.2f} +- 0.00 | - | {minutes:.1f} |"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    # COCONUT's ablations are their own rows; transcripts' WER is the last task's
+    ablated = json.loads((er_run / "metrics.json").read_text())
+    ablated["strategy"] = "coconut"
+    ablated["config"]["strategy"].update(nspt=0.0, mm=0.1)
+    ablated["tasks"][-1]["seen_wer"] = 0.25
+    (tmp_path / "ablated").mkdir()
+    (tmp_path / "ablated" / "metrics.json").write_text(json.dumps(ablated))
+    table = continual.compare_runs([tmp_path / "ablated"])
+    assert "| coconut without NSPT | 18 | 1 |" in table and "| 25.00 |" in table

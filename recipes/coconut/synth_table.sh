@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The synthetic FSC-6 table of recipes/coconut/README.md: every strategy, memories of 1% and 2%, class orders
+# (stream.seed) 0 1 2, and COCONUT's ablation (strategy.nspt=0, strategy.mm=0) at 1%; JOBS streams at a time, one
+# thread each. Streams already finished (metrics.json) are skipped, unfinished ones resume.
+#   bash recipes/coconut/synth_table.sh [JOBS] [OUT]      # then: mmseq continual compare OUT/*
+set -euo pipefail
+JOBS=${1:-2}
+OUT=${2:-runs/coconut/synth}
+CONFIG=recipes/coconut/configs/synth_fsc6.yaml
+{
+  for seed in 0 1 2; do
+    echo "finetune_s$seed strategy.name=finetune stream.seed=$seed"
+    echo "offline_s$seed strategy.name=offline stream.seed=$seed"
+    for s in er coconut coconut_seq_kd audio_kd seq_kd; do
+      echo "${s}_1pc_s$seed strategy.name=$s memory.fraction=0.01 stream.seed=$seed"
+    done
+  done
+  for seed in 0 1 2; do
+    for s in er coconut coconut_seq_kd audio_kd seq_kd; do
+      echo "${s}_2pc_s$seed strategy.name=$s memory.fraction=0.02 stream.seed=$seed"
+    done
+  done
+  for seed in 0 1 2; do
+    echo "coconut_no_nspt_1pc_s$seed strategy.name=coconut strategy.nspt=0 memory.fraction=0.01 stream.seed=$seed"
+    echo "coconut_no_mm_1pc_s$seed strategy.name=coconut strategy.mm=0 memory.fraction=0.01 stream.seed=$seed"
+  done
+} | while read -r name args; do
+  [ -f "$OUT/$name/metrics.json" ] || echo "$name $args"
+done | xargs -P "$JOBS" -L 1 bash -c 'name=$0; mkdir -p '"$OUT"'/$name;
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 /usr/bin/time -f "%e s wall, %U s user" -o '"$OUT"'/$name/time.txt \
+    mmseq continual run '"$CONFIG"' "$@" out_dir='"$OUT"'/$name > '"$OUT"'/$name/log.txt 2>&1 \
+    && echo "done $name" || echo "FAILED $name"'
