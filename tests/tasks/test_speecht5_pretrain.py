@@ -167,6 +167,9 @@ def test_alternating_batches_alternate_modalities_and_walk_through_the_text():
     assert sorted(j for b in epoch0[::2] for j in b) == list(range(10))
     texts = [b for e in range(3) for b in plan.batches(e)[1::2]]
     assert len({tuple(b) for b in texts}) > 3
+    lengths = [float(i) for i in range(10)]
+    bucketed = AlternatingBatches(10, 7, 4, 3, seed=0, speech_lengths=lengths).batches(1)
+    assert all(max(b) - min(b) <= 3 for b in bucketed[::2])  # neighbours in length share a batch
 
 
 # --- the task end to end --------------------------------------------------------------------------------------------
@@ -213,7 +216,7 @@ def test_the_loss_is_the_weighted_sum_of_its_terms_for_speech_and_text_batches(c
     loss, m = task.loss(model, speech)
     expected = (m["unit_ce"] + 10 * m["feature_penalty"] + m["l1"] + m["stop_bce"] + 0.1 * m["diversity"])
     assert math.isclose(loss.item(), expected, rel_tol=1e-5)
-    assert 0.5 < m["masked_share"].numerator / m["masked_share"].denominator < 0.8  # short rows: min 2 spans
+    assert 0.3 < m["masked_share"].numerator / m["masked_share"].denominator < 0.85  # short rows: min 2 spans
     assert math.log(6) * 0.5 < m["unit_ce"] < math.log(6) * 2
     torch.manual_seed(1)
     loss, m = task.loss(model, text)

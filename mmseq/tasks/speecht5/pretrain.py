@@ -10,7 +10,7 @@ synthetic grammar; LibriSpeech's LM text has the same form), encoded ``<s> ids <
 so ASR / TTS fine-tuning can name the pre-training checkpoint as its ``task_args.tokenizer``.
 
 **Batches** hold one modality each and alternate speech, text, speech, ... (:class:`AlternatingBatches`; the official
-multitask sampler also gives each update one modality). Validation batches may hold both; each part gets its loss.
+multitask sampler also gives each update one modality); speech batches group utterances of similar length. Validation batches may hold both; each part gets its loss.
 
 **Losses** (weights in the config; the defaults are the official ones):
 
@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 from mmseq.checkpoint import load
 from mmseq.data.audio import load_audio
 from mmseq.data.manifest import Utterance
-from mmseq.data.samplers import FixedSizeBatches
+from mmseq.data.samplers import FixedSizeBatches, LengthBucketBatches
 from mmseq.data.tokenizers import SpeechT5CharTokenizer, pad_id_lists
 from mmseq.data.units import read_units, register_feature_source
 from mmseq.errors import ConfigError, InputError
@@ -240,13 +240,22 @@ class PretrainData(Dataset):
 
 class AlternatingBatches:
     """One speech batch, then one text batch, and so on: an epoch has as many pairs as speech batches; text batches
-    run on through the text's own shuffled epochs (so a large text corpus is seen over several speech epochs)."""
+    run on through the text's own shuffled epochs (so a large text corpus is seen over several speech epochs).
 
-    def __init__(self, num_speech: int, num_text: int, speech_batch: int, text_batch: int, seed: int = 0):
+    With ``speech_lengths`` the speech batches hold utterances of similar length (in a new order every epoch), as
+    fairseq batches by size: the span masks give every row of a batch the masked-frame count of its shortest one,
+    so mixing lengths would leave long rows with few masks."""
+
+    def __init__(self, num_speech: int, num_text: int, speech_batch: int, text_batch: int, seed: int = 0,
+                 speech_lengths: Sequence[float] | None = None):
         if num_speech < 1 or num_text < 1:
             raise ConfigError("pre-training needs speech and text training items")
         self.num_speech = num_speech
-        self.speech = FixedSizeBatches(num_speech, speech_batch, shuffle=True, seed=seed)
+        if speech_lengths is None:
+            self.speech: Any = FixedSizeBatches(num_speech, speech_batch, shuffle=True, seed=seed)
+        else:
+            self.speech = LengthBucketBatches(list(speech_lengths), float("inf"), shuffle=True, seed=seed,
+                                              max_items=speech_batch)
         self.text = FixedSizeBatches(num_text, text_batch, shuffle=True, seed=seed + 1)
         self._pairs = len(self.speech.batches(0))
         self._text_per_epoch = len(self.text.batches(0))
@@ -446,7 +455,8 @@ def speecht5_pretrain(cfg: PretrainConfig) -> Task:
     loss = PretrainLoss(cfg, tokenizer)
 
     def plan(batch_size: int, seed: int) -> AlternatingBatches:
-        return AlternatingBatches(train.num_speech, train.num_text, batch_size, cfg.text_batch_size or batch_size, seed)
+        return AlternatingBatches(train.num_speech, train.num_text, batch_size, cfg.text_batch_size or batch_size, seed,
+                                  speech_lengths=[u.duration for u in train.utterances])
 
     def prepare(model: nn.Module) -> None:
         check_model(model, cfg, meta)
