@@ -8,21 +8,39 @@ JOBS=${1:-2}
 OUT=${2:-runs/coconut/synth}
 CONFIG=recipes/coconut/configs/synth_fsc6.yaml
 {
+  # the order puts the comparisons first (a partial table is then the most useful part of the whole)
+  echo "finetune_s0 strategy.name=finetune stream.seed=0"
+  echo "offline_s0 strategy.name=offline stream.seed=0"
   for seed in 0 1 2; do
-    echo "finetune_s$seed strategy.name=finetune stream.seed=$seed"
-    echo "offline_s$seed strategy.name=offline stream.seed=$seed"
-    for s in er coconut coconut_seq_kd audio_kd seq_kd; do
+    for s in er coconut coconut_seq_kd; do
       echo "${s}_1pc_s$seed strategy.name=$s memory.fraction=0.01 stream.seed=$seed"
+    done
+    [ "$seed" = 0 ] && for s in audio_kd seq_kd; do
+      echo "${s}_1pc_s$seed strategy.name=$s memory.fraction=0.01 stream.seed=$seed"
+    done
+    [ "$seed" = 0 ] && for a in nspt mm; do
+      echo "coconut_no_${a}_1pc_s$seed strategy.name=coconut strategy.$a=0 memory.fraction=0.01 stream.seed=$seed"
     done
   done
   for seed in 0 1 2; do
-    for s in er coconut coconut_seq_kd audio_kd seq_kd; do
+    for s in er coconut coconut_seq_kd; do
       echo "${s}_2pc_s$seed strategy.name=$s memory.fraction=0.02 stream.seed=$seed"
     done
   done
+  for seed in 1 2; do
+    echo "finetune_s$seed strategy.name=finetune stream.seed=$seed"
+    echo "offline_s$seed strategy.name=offline stream.seed=$seed"
+    for s in audio_kd seq_kd; do
+      echo "${s}_1pc_s$seed strategy.name=$s memory.fraction=0.01 stream.seed=$seed"
+    done
+    for a in nspt mm; do
+      echo "coconut_no_${a}_1pc_s$seed strategy.name=coconut strategy.$a=0 memory.fraction=0.01 stream.seed=$seed"
+    done
+  done
   for seed in 0 1 2; do
-    echo "coconut_no_nspt_1pc_s$seed strategy.name=coconut strategy.nspt=0 memory.fraction=0.01 stream.seed=$seed"
-    echo "coconut_no_mm_1pc_s$seed strategy.name=coconut strategy.mm=0 memory.fraction=0.01 stream.seed=$seed"
+    for s in audio_kd seq_kd; do
+      echo "${s}_2pc_s$seed strategy.name=$s memory.fraction=0.02 stream.seed=$seed"
+    done
   done
 } | while read -r name args; do
   [ -f "$OUT/$name/metrics.json" ] || echo "$name $args"
