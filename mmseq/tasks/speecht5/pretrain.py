@@ -50,13 +50,12 @@ from mmseq.data.samplers import FixedSizeBatches, LengthBucketBatches
 from mmseq.data.tokenizers import SpeechT5CharTokenizer, pad_id_lists
 from mmseq.data.units import read_units, register_feature_source
 from mmseq.errors import ConfigError, InputError
-from mmseq.interop import fairseq_speecht5  # noqa: F401  (mmseq.load reads speecht5_base.pt)
 from mmseq.tasks.base import Ratio, Task, register_task
 from mmseq.tasks.speecht5.data import bind_tokenizer, pad_waveforms, read_split, unwrap
 from mmseq.tasks.speecht5.speech import log_mel, pad_to_multiple, shift_right_reduced, spectrogram_losses, speaker_vectors
 
-__all__ = ["AlternatingBatches", "PretrainConfig", "PretrainLoss", "bart_noise", "fairseq_speecht5",
-           "insertion_noise", "masked_unit_loss", "model_layer_features", "speecht5_pretrain"]
+__all__ = ["AlternatingBatches", "PretrainConfig", "PretrainLoss", "bart_noise", "insertion_noise", "masked_unit_loss",
+           "model_layer_features", "speecht5_pretrain"]
 
 SAMPLE_RATE = 16000
 IGNORE = -100  # unit label of frames without one
