@@ -374,7 +374,7 @@ def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
     def last_wer(m: dict[str, Any]) -> float | None:
         return m["tasks"][-1].get("seen_wer") if m["tasks"] else None
 
-    lines = ["| strategy | memory | runs | Avg Acc | Last Acc | BWT | forgetting | last WER | train min / stream |",
+    lines = ["| strategy | memory | runs | Avg Acc | Last Acc | BWT | forgetting | last WER | training wall min |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (strategy, size), ms in groups.items():
         wers = [w for w in map(last_wer, ms) if w is not None]
