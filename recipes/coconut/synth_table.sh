@@ -9,19 +9,16 @@ OUT=${2:-runs/coconut/synth}
 CONFIG=recipes/coconut/configs/synth_fsc6.yaml
 {
   # the order puts the comparisons first (a partial table is then the most useful part of the whole)
+  one() { echo "${1}_1pc_s$2 strategy.name=$1 memory.fraction=0.01 stream.seed=$2"; }
   echo "finetune_s0 strategy.name=finetune stream.seed=0"
+  one er 0; one coconut 0; one coconut_seq_kd 0
+  one er 1; one coconut 1; one er 2; one coconut 2
   echo "offline_s0 strategy.name=offline stream.seed=0"
-  for seed in 0 1 2; do
-    for s in er coconut coconut_seq_kd; do
-      echo "${s}_1pc_s$seed strategy.name=$s memory.fraction=0.01 stream.seed=$seed"
-    done
-    [ "$seed" = 0 ] && for s in audio_kd seq_kd; do
-      echo "${s}_1pc_s$seed strategy.name=$s memory.fraction=0.01 stream.seed=$seed"
-    done
-    [ "$seed" = 0 ] && for a in nspt mm; do
-      echo "coconut_no_${a}_1pc_s$seed strategy.name=coconut strategy.$a=0 memory.fraction=0.01 stream.seed=$seed"
-    done
+  one coconut_seq_kd 1; one coconut_seq_kd 2
+  for a in nspt mm; do
+    echo "coconut_no_${a}_1pc_s0 strategy.name=coconut strategy.$a=0 memory.fraction=0.01 stream.seed=0"
   done
+  one audio_kd 0; one seq_kd 0
   for seed in 0 1 2; do
     for s in er coconut coconut_seq_kd; do
       echo "${s}_2pc_s$seed strategy.name=$s memory.fraction=0.02 stream.seed=$seed"
