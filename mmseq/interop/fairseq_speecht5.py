@@ -28,12 +28,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from mmseq.checkpoint import register_checkpoint_format
 from mmseq.errors import CheckpointError
+from mmseq.interop.torch_pickle import SAFE_GLOBALS, pickle_head
 from mmseq.registry import create_model
 
 BUILDER = "speecht5_pretrain_base"
@@ -91,23 +91,7 @@ class _Opaque(dict):
         self["__state__"] = state
 
 
-_NUMPY_DTYPES = [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType",
-                                                 "BoolDType") if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
-try:
-    from numpy._core.multiarray import scalar as _np_scalar
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import scalar as _np_scalar  # type: ignore[no-redef]
-SAFE_GLOBALS: list[Any] = [argparse.Namespace, _np_scalar, np.dtype, *_NUMPY_DTYPES]
 PLACEHOLDER_PACKAGES = ("fairseq.", "omegaconf.")
-
-
-def _pickle_head(path: Path, limit: int = 1 << 20) -> bytes:
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("data.pkl")]
-            return zf.read(names[0])[:limit] if names else b""
-    with open(path, "rb") as f:
-        return f.read(limit)
 
 
 def is_fairseq_speecht5(path: Path) -> bool:
@@ -116,7 +100,7 @@ def is_fairseq_speecht5(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        head = _pickle_head(path)
+        head = pickle_head(path)
     except (OSError, zipfile.BadZipFile):
         return False
     return b"model" in head and (b"cfg" in head or b"args" in head) and (

@@ -18,7 +18,6 @@ extra types such files hold (``argparse.Namespace``, numpy scalars and dtypes). 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import warnings
@@ -26,26 +25,18 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from mmseq.atomic import atomic_file
 from mmseq.checkpoint import register_checkpoint_format
 from mmseq.errors import CheckpointError
+from mmseq.interop.torch_pickle import SAFE_GLOBALS, pickle_head
 from mmseq.models.tera import s3prl_key_map
 from mmseq.registry import create_model, model_arguments
 
 BUILDER = "tera_base"  # every TERA variant is tera_base with other sizes
 
-# Globals an s3prl checkpoint may hold besides what weights_only admits by default.
-_NUMPY_DTYPES = [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType",
-                                                 "BoolDType") if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
-try:  # numpy >= 2 moved the scalar constructor to numpy._core
-    from numpy._core.multiarray import scalar as _np_scalar
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import scalar as _np_scalar  # type: ignore[no-redef]
-SAFE_GLOBALS: list[Any] = [argparse.Namespace, _np_scalar, np.dtype, *_NUMPY_DTYPES]
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
 
@@ -70,23 +61,13 @@ FBANK_AUDIO = {
 
 # --- reading ---------------------------------------------------------------------------------------------------
 
-def _pickle_head(path: Path, limit: int = 1 << 20) -> bytes:
-    """The pickled object bytes of a torch file (``data.pkl`` of a zip, or the start of a legacy file)."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("data.pkl")]
-            return zf.read(names[0])[:limit] if names else b""
-    with open(path, "rb") as f:
-        return f.read(limit)
-
-
 def is_s3prl_checkpoint(path: Path) -> bool:
     """True for a single torch file whose pickled dict names ``Transformer`` and an upstream config."""
     path = Path(path)
     if not path.is_file():
         return False
     try:
-        head = _pickle_head(path)
+        head = pickle_head(path)
     except (OSError, zipfile.BadZipFile):
         return False
     return b"Transformer" in head and (b"Upstream_Config" in head or b"Config" in head)
