@@ -24,8 +24,7 @@ from torch import Tensor
 
 from mmseq.nn.dropout import Dropout
 from mmseq.nn.linear import Linear
-from mmseq.nn.positional import ConvPositionalEmbedding, SinusoidalPositionalEmbedding
-from mmseq.prenets.speech import check_waveforms, mask_and_position, waveform_dummy_inputs
+from mmseq.prenets.speech import add_position_treatment, check_waveforms, mask_and_position, waveform_dummy_inputs
 
 SUBSAMPLING_KERNEL, SUBSAMPLING_STRIDE = 3, 2  # each of the two convolutions
 
@@ -123,13 +122,8 @@ class LogMelPrenet(nn.Module):
         self.utterance_norm, self.norm_eps = utterance_norm, norm_eps
         self.subsampling = Conv2dSubsampling(num_mel_bins, channels, dim)
         self.dropout = Dropout(feature_dropout)
-        self.masked_spec_embed = nn.Parameter(torch.empty(dim).uniform_())
-        self.mask_time_prob, self.mask_time_length, self.mask_time_min_masks = (
-            mask_time_prob, mask_time_length, mask_time_min_masks)
-        self.pos_conv_embed = (ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups)
-                               if pos_conv_kernel else None)
-        self.padding_idx = padding_idx
-        self.pos_sinusoidal_embed = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
+        add_position_treatment(self, dim, pos_conv_kernel, pos_conv_groups, mask_time_prob, mask_time_length,
+                               mask_time_min_masks, max_positions, padding_idx)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Output steps of rows of ``lengths [B]`` samples (0 for rows shorter than :attr:`receptive_field`)."""

@@ -17,8 +17,7 @@ from torch import Tensor
 
 from mmseq.errors import InputError
 from mmseq.nn.dropout import Dropout
-from mmseq.nn.positional import ConvPositionalEmbedding, SinusoidalPositionalEmbedding
-from mmseq.prenets.speech import mask_and_position
+from mmseq.prenets.speech import add_position_treatment, mask_and_position
 
 
 def sinusoid_position_table(num_positions: int, dim: int) -> Tensor:
@@ -129,13 +128,8 @@ class StackedFramesPrenet(nn.Module):
         self.layer_norm = nn.LayerNorm(stack * input_dim, eps=layer_norm_eps)
         self.projection = nn.Linear(stack * input_dim, dim)
         self.dropout = Dropout(feature_dropout)
-        self.masked_spec_embed = nn.Parameter(torch.empty(dim).uniform_())
-        self.mask_time_prob, self.mask_time_length, self.mask_time_min_masks = (
-            mask_time_prob, mask_time_length, mask_time_min_masks)
-        self.pos_conv_embed = (ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups)
-                               if pos_conv_kernel else None)
-        self.padding_idx = padding_idx
-        self.pos_sinusoidal_embed = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
+        add_position_treatment(self, dim, pos_conv_kernel, pos_conv_groups, mask_time_prob, mask_time_length,
+                               mask_time_min_masks, max_positions, padding_idx)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Output steps of rows of ``lengths [B]`` frames."""

@@ -171,6 +171,19 @@ def check_waveforms(wav: Tensor, lengths: Tensor | None, receptive_field: int, w
     return lengths
 
 
+def add_position_treatment(prenet: nn.Module, dim: int, pos_conv_kernel: int, pos_conv_groups: int,
+                           mask_time_prob: float, mask_time_length: int, mask_time_min_masks: int,
+                           max_positions: int, padding_idx: int) -> None:
+    """Give a speech encoder pre-net what :func:`mask_and_position` reads: the learned mask embedding, the SpecAugment
+    settings, the convolutional position embedding (kernel 0: none) and the sinusoidal positions."""
+    prenet.masked_spec_embed = nn.Parameter(torch.empty(dim).uniform_())
+    prenet.mask_time_prob, prenet.mask_time_length, prenet.mask_time_min_masks = (
+        mask_time_prob, mask_time_length, mask_time_min_masks)
+    prenet.pos_conv_embed = ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups) if pos_conv_kernel else None
+    prenet.padding_idx = padding_idx
+    prenet.pos_sinusoidal_embed = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
+
+
 def mask_and_position(prenet: nn.Module, x: Tensor, out_lengths: Tensor, time_mask: Tensor | None) -> Tensor:
     """What both speech encoder pre-nets do after their front-ends to ``x [B, T, D]``: zero the padded steps,
     replace masked steps by ``prenet.masked_spec_embed`` (SpecAugment spans drawn while training), then add the
@@ -228,12 +241,8 @@ class SpeechEncoderPrenet(nn.Module):
             self.downsample_rate *= s
         self.feature_encoder = FeatureEncoder(conv_dims, conv_kernels, conv_strides, conv_bias)
         self.feature_projection = FeatureProjection(conv_dims[-1], dim, layer_norm_eps, feature_dropout)
-        self.masked_spec_embed = nn.Parameter(torch.empty(dim).uniform_())
-        self.mask_time_prob, self.mask_time_length, self.mask_time_min_masks = (
-            mask_time_prob, mask_time_length, mask_time_min_masks)
-        self.pos_conv_embed = ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups)
-        self.padding_idx = padding_idx
-        self.pos_sinusoidal_embed = SinusoidalPositionalEmbedding(dim, padding_idx, max_positions + padding_idx + 1)
+        add_position_treatment(self, dim, pos_conv_kernel, pos_conv_groups, mask_time_prob, mask_time_length,
+                               mask_time_min_masks, max_positions, padding_idx)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return self.feature_encoder.output_lengths(lengths)
