@@ -35,8 +35,10 @@ x-vector of the utterance whose audio is the target audio in the corpus' main ma
 
 Evaluation (``evaluate``) generates the first ``eval_utterances`` of the split with :func:`mmseq.generate_speech`
 and reports MCD-DTW to the reference (TTS, VC) or SI-SDR, PESQ and STOI of the vocoded estimate against the clean
-speech, with the noisy input's for comparison (SE); the callback draws cross-attention alignments, the mel before
-and after the post-net against the target, and writes a few ``.wav`` samples.
+speech, with the noisy input's for comparison (SE); with ``asr_model`` (an ASR checkpoint folder) also the ASR word
+and character error rates of the generated speech and of the recordings of the same utterances, and their ratio
+(:mod:`mmseq.tasks.speecht5.asr_score`). The callback draws cross-attention alignments, the mel before and after
+the post-net against the target, and writes a few ``.wav`` samples.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ from mmseq.generation.speech import enhance_speech, se_estimate
 from mmseq.metrics import mel_cepstral_distortion, pesq_wb, si_sdr, stoi
 from mmseq.postnets.speech import SpeechOutput
 from mmseq.tasks.base import Callback, RunContext, Task, register_task
+from mmseq.tasks.speecht5.asr_score import KEY as ASR_KEY
+from mmseq.tasks.speecht5.asr_score import AsrScorer, error_rates, with_ratio
 from mmseq.tasks.speecht5.data import bind_tokenizer
 
 SAMPLE_RATE = 16000
@@ -99,6 +103,9 @@ class SpeechOutputConfig:
     max_len_ratio: float = 20.0  # generation bound (decoder steps per encoder step, see generate_speech)
     vocoder: str | None = None  # HiFi-GAN checkpoint for evaluation and samples; None: Griffin-Lim
     samples: int = 3  # .wav samples and plotted utterances at the end
+    asr_model: str | None = None  # an ASR checkpoint folder: asr_wer / asr_cer of the generated speech (None: off)
+    asr_num_beams: int = 5  # its beam size (the ASR task's num_beams)
+    asr_ctc_weight: float = 0.3  # its joint CTC/attention weight where it has a CTC head (the ASR task's)
 
     def __post_init__(self) -> None:
         if self.speaker_embedding not in ("xvector", "speaker_random", "zero"):
@@ -107,6 +114,8 @@ class SpeechOutputConfig:
         if self.guided_attention_weight < 0 or self.guided_attention_heads < 1 or self.guided_attention_sigma <= 0:
             raise ConfigError("task_args: guided_attention_weight must be >= 0, guided_attention_heads >= 1 and "
                               "guided_attention_sigma > 0")
+        if self.asr_num_beams < 1 or not 0 <= self.asr_ctc_weight < 1:
+            raise ConfigError("task_args.asr_num_beams must be >= 1 and task_args.asr_ctc_weight in [0, 1)")
 
 
 @dataclass
@@ -467,10 +476,19 @@ MCD_DB = 10.0 * math.sqrt(2.0) / math.log(10.0)  # mel-cepstral distance -> the 
 
 
 class SpeechEvaluation:
-    """``evaluate(model, split)``: generation-based metrics on the first ``eval_utterances`` of the split."""
+    """``evaluate(model, split)``: generation-based metrics on the first ``eval_utterances`` of the split.
 
-    def __init__(self, splits: dict[str, SpeechOutputDataset], cfg: SpeechOutputConfig, kind: str):
-        self.splits, self.cfg, self.kind = splits, cfg, kind
+    With an ``asr`` scorer (``task_args.asr_model``) also what a speech recogniser hears
+    (:mod:`mmseq.tasks.speecht5.asr_score`): ``asr_wer`` / ``asr_cer`` of the vocoded generated (SE: enhanced)
+    speech against the utterances' transcripts, ``asr_wer_recorded`` / ``asr_cer_recorded`` of the recordings of
+    the same utterances (TTS: the utterance's audio; VC: the target speaker's; SE: the clean speech), their ratio
+    ``asr_wer_ratio`` where the recorded WER is not 0, and for SE ``asr_wer_noisy`` / ``asr_cer_noisy`` of the
+    noisy input.
+    """
+
+    def __init__(self, splits: dict[str, SpeechOutputDataset], cfg: SpeechOutputConfig, kind: str,
+                 asr: AsrScorer | None = None):
+        self.splits, self.cfg, self.kind, self.asr = splits, cfg, kind, asr
         self._vocoder: nn.Module | None = None
 
     @property
@@ -515,6 +533,7 @@ class SpeechEvaluation:
                 results.setdefault(key, []).append(float(value))
 
         step = self.vocoder.samples_per_frame
+        generated: list[Tensor] = []  # for the ASR
         with torch.no_grad():
             for start in range(0, n, 8):
                 chunk = items[start : start + 8]
@@ -522,6 +541,7 @@ class SpeechEvaluation:
                 for j, item in enumerate(chunk):
                     utt = dataset.utterances[item["key"]]
                     hyp = wavs[j, : int(lengths[j]) * step].cpu()
+                    generated.append(hyp)
                     ref = load_audio(utt.audio if self.kind == "tts" else utt.target_audio, SAMPLE_RATE)
                     add("length_ratio", float(lengths[j]) / item["mel"].shape[0])
                     if self.kind == "se":
@@ -531,7 +551,26 @@ class SpeechEvaluation:
                         mcd = _measured(mel_cepstral_distortion, hyp.numpy(), ref.numpy(), SAMPLE_RATE)
                         add("mcd_dtw_db", None if mcd is None else MCD_DB * mcd)
                         add("mcd_undefined", float(mcd is None))
-        return {k: float(np.mean(v)) for k, v in results.items()}
+        scores = {k: float(np.mean(v)) for k, v in results.items()}
+        if self.asr is not None:
+            scores.update(self.asr_scores(model, split, generated))
+        return scores
+
+    def asr_scores(self, model: nn.Module, split: str, generated: list[Tensor]) -> dict[str, float]:
+        """The ASR metrics (see the class notes) of the first ``len(generated)`` utterances of ``split``, whose
+        generated waveforms (at the vocoder's rate) are ``generated``."""
+        utts = self.splits[split].utterances[: len(generated)]
+        texts = [u.text for u in utts]
+        device = next(model.parameters()).device
+        rate = int(getattr(self.vocoder, "sampling_rate", SAMPLE_RATE))
+        with torch.no_grad():
+            scores = error_rates(self.asr.transcribe(generated, rate, device), texts)
+            recorded = [u.audio if self.kind == "tts" else u.target_audio for u in utts]
+            scores.update(error_rates(self.asr.transcribe_files(recorded, device, cache=split), texts, "_recorded"))
+            if self.kind == "se":
+                noisy = self.asr.transcribe_files([u.audio for u in utts], device, cache=f"{split}/noisy")
+                scores.update(error_rates(noisy, texts, "_noisy"))
+        return with_ratio(scores)
 
     @staticmethod
     def _enhancement_metrics(add, enhanced: Tensor, clean: Tensor, noisy: Tensor, vocoded_clean: Tensor) -> None:
@@ -641,6 +680,19 @@ class SpeechOutputPictures(Callback):
 
 # --- the tasks --------------------------------------------------------------------------------------------------
 
+def _asr_scorer(cfg: SpeechOutputConfig, splits: dict[str, SpeechOutputDataset]) -> AsrScorer | None:
+    """``task_args.asr_model``'s scorer, loaded and checked now (before any training); None when it is not set."""
+    if cfg.asr_model is None:
+        return None
+    for split in ("val", "test"):
+        untold = [u.id for u in splits[split].utterances[: cfg.eval_utterances] if not u.text]
+        if untold:
+            manifest = Path(cfg.corpus) / getattr(cfg, f"{split}_manifest")
+            raise InputError(f"{ASR_KEY} scores transcripts, but utterances of {str(manifest)!r} have no text: "
+                             f"{untold[:5]}")
+    return AsrScorer(cfg.asr_model, num_beams=cfg.asr_num_beams, ctc_weight=cfg.asr_ctc_weight)
+
+
 def _speech_task(cfg: SpeechOutputConfig, kind: str) -> Task:
     tokenizer = None
     if kind == "tts":
@@ -653,7 +705,7 @@ def _speech_task(cfg: SpeechOutputConfig, kind: str) -> Task:
     def loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         return speech_output_loss(model, batch, cfg)
 
-    evaluation = SpeechEvaluation(splits, cfg, kind)
+    evaluation = SpeechEvaluation(splits, cfg, kind, asr=_asr_scorer(cfg, splits))
     info = {"train_utterances": len(splits["train"]), "speaker_embedding": cfg.speaker_embedding}
     if tokenizer is not None:
         info["vocab_size"] = len(tokenizer)
