@@ -312,8 +312,8 @@ def wav2vec2_seq2seq(*, encoder_from: Any = None, vocab_size: int = 81, decoder_
         decoder_dim: the decoder width; 0 -- the encoder's. The decoder cross-attends to the encoder either way.
         tie_embeddings: the LM head shares the token embedding matrix.
         ctc: add a CTC head on the encoder over ``vocab_size`` (the task's ``ctc_weight``).
-        projection_dim: > 0 adds ``projection_heads`` for COCONUT's contrastive losses (needs decoder_dim equal to
-            the encoder width: one head pools encoder states, the other token embeddings).
+        projection_dim: > 0 adds ``projection_heads`` for COCONUT's contrastive losses (one head on the pooled
+            encoder states, the other on the pooled token embeddings, each at its own width).
         freeze_feature_encoder: keep the convolutional feature encoder fixed (transformers' fine-tuning default).
         freeze_encoder_layers: keep the pre-net and the lowest N encoder layers fixed.
     """
@@ -333,10 +333,7 @@ def wav2vec2_seq2seq(*, encoder_from: Any = None, vocab_size: int = 81, decoder_
     ctc_head = CTCHead(encoder.dim, vocab_size) if ctc else None
     model = EncoderDecoderModel(prenet, encoder, decoder_prenet, decoder, postnet, encoder_postnet=ctc_head)
     if projection_dim:
-        if dim != encoder.dim:
-            raise ConfigError(f"projection_dim needs decoder_dim equal to the encoder width {encoder.dim} (one "
-                              f"projection module pools both), got decoder_dim {dim}")
-        model.projection_heads = ProjectionHeads(dim, projection_dim)
+        model.projection_heads = ProjectionHeads(encoder.dim, projection_dim, text_dim=dim)
     _freeze(model, freeze_feature_encoder, freeze_encoder_layers)
     return model
 

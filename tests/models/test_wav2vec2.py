@@ -118,8 +118,14 @@ def test_a_narrower_decoder_cross_attends_and_generates():
     assert torch.equal(fast, slow) and fast.shape[0] == 2 and (fast[:, 0] == 2).all()
     beams = generate(model, wav, n, num_beams=3, max_new_tokens=6, start_id=2, eos_id=2, pad_id=1)
     assert beams.shape[0] == 2
-    with pytest.raises(ConfigError, match="projection_dim needs decoder_dim equal to the encoder width 32"):
-        mmseq.create_model("wav2vec2_seq2seq_tiny", decoder_dim=24, projection_dim=8)
+    # COCONUT's heads pool the encoder (32 wide) and the decoder's token embeddings (24 wide) each at its width
+    heads = mmseq.create_model("wav2vec2_seq2seq_tiny", vocab_size=20, decoder_dim=24, projection_dim=8,
+                               **QUIET).projection_heads
+    audio = heads.audio(torch.randn(2, 5, 32), torch.tensor([5, 3]))
+    text = heads.text(torch.randn(2, 4, 24), torch.tensor([4, 2]))
+    assert audio.shape == text.shape == (2, 8)
+    with pytest.raises(RuntimeError):
+        heads.text(torch.randn(2, 4, 32), torch.tensor([4, 2]))
 
 
 def test_encoder_from_takes_wav2vec2_models_only():
