@@ -253,9 +253,6 @@ class ImagePieces(Sequence):
             return [ImageFeatures(f) for f in self.features[torch.tensor(rows)]]
         return self[i : i + 1 if i != -1 else None][0]
 
-    def subset(self, keep: Sequence[int]) -> ImagePieces:
-        return ImagePieces([self.indices[k] for k in keep], self.features, self.paths, self.transform)
-
 
 # ------------------------------------------------------------------------------------------------ decoding
 @dataclass
@@ -616,16 +613,22 @@ def check_clip_score(name: str, weights: str = "") -> str:
     return "open_clip"
 
 
-def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any], references: Sequence[Sequence[str]],
-                      objects: Sequence[Sequence[dict]] = (), prompt: str = CAPTION_PROMPT, batch_size: int = 16,
-                      scorer: Any = None, image_paths: Sequence[str] = (), **generate_kwargs: Any) -> dict[str, float]:
-    """Captions of ``images`` (normalised tensors or :class:`ImageFeatures`) after ``prompt``: CIDEr-D, BLEU-4,
-    the attribute accuracies when ``objects`` are given, and ``clip_score`` when a CLIPScore ``scorer`` and the
-    images' files (``image_paths``) are."""
+def caption_images(model: LimberModel, tokenizer: Any, images: Sequence[Any], prompt: str = CAPTION_PROMPT,
+                   batch_size: int = 16, **generate_kwargs: Any) -> list[str]:
+    """The captions the model writes for ``images`` (normalised tensors or :class:`ImageFeatures`) after
+    ``prompt``, ``batch_size`` images at a time."""
     captions: list[str] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         captions += generate_text(model, caption_prompts(chunk, prompt), tokenizer, **generate_kwargs)
+    return captions
+
+
+def score_captions(captions: Sequence[str], references: Sequence[Sequence[str]], objects: Sequence[Sequence[dict]] = (),
+                   scorer: Any = None, image_paths: Sequence[str] = ()) -> dict[str, float]:
+    """CIDEr-D and BLEU-4 of ``captions`` against ``references``, the attribute accuracies when ``objects`` are
+    given, and ``clip_score`` when a CLIPScore ``scorer`` and the images' files (``image_paths``) are."""
+    captions = list(captions)
     metrics = caption_scores(captions, references)
     if objects and all(objects):
         metrics.update(attribute_accuracy(captions, objects))
@@ -634,6 +637,14 @@ def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any],
             raise InputError(f"CLIPScore needs the {len(captions)} images' files, got {len(image_paths)} paths")
         metrics["clip_score"] = scorer(list(image_paths), captions)
     return metrics
+
+
+def evaluate_captions(model: LimberModel, tokenizer: Any, images: Sequence[Any], references: Sequence[Sequence[str]],
+                      objects: Sequence[Sequence[dict]] = (), prompt: str = CAPTION_PROMPT, batch_size: int = 16,
+                      scorer: Any = None, image_paths: Sequence[str] = (), **generate_kwargs: Any) -> dict[str, float]:
+    """:func:`caption_images` then :func:`score_captions`."""
+    captions = caption_images(model, tokenizer, images, prompt, batch_size, **generate_kwargs)
+    return score_captions(captions, references, objects, scorer, image_paths)
 
 
 @register_task(config=LimberCaptionConfig)
@@ -732,17 +743,16 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
         generate = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams}
         if cfg.clip_score and "scorer" not in state:  # built once, on the evaluation device
             state["scorer"] = clip_scorer(cfg.clip_score, cfg.clip_score_weights, next(model.parameters()).device)
-        generate.update(scorer=state.get("scorer"))
-        metrics = evaluate_captions(model, state["tokenizer"], images, data.references[:count], data.objects[:count],
-                                    cfg.caption_prompt, image_paths=data.paths[:count], **generate)
+        captions = caption_images(model, state["tokenizer"], images, cfg.caption_prompt, **generate)
+        scorer = state.get("scorer")
+        metrics = score_captions(captions, data.references[:count], data.objects[:count], scorer, data.paths[:count])
         domains = sorted(set(data.domains[:count]) - {""})
-        if len(domains) > 1:  # the compositional split: each domain on its own
+        if len(domains) > 1:  # the compositional split: each domain's images scored on their own
             for domain in domains:
                 keep = [i for i in range(count) if data.domains[i] == domain]
-                part = evaluate_captions(model, state["tokenizer"], images.subset(keep),
-                                         [data.references[i] for i in keep],
-                                         [data.objects[i] for i in keep] if data.objects[0] else (),
-                                         cfg.caption_prompt, image_paths=[data.paths[i] for i in keep], **generate)
+                part = score_captions([captions[i] for i in keep], [data.references[i] for i in keep],
+                                      [data.objects[i] for i in keep] if data.objects[0] else (), scorer,
+                                      [data.paths[i] for i in keep])
                 metrics.update({f"{k}/{domain}": v for k, v in part.items()})
         vqa = _vqa_split(root, names[split], given[split][1])
         if vqa is not None:

@@ -218,7 +218,7 @@ def test_vqa_prompts_interleave_shots_and_answers_stop_at_newline_or_period():
         vqa_prompts(img[:2], ["what?"])
 
 
-def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenizer, tmp_path):
+def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenizer, tmp_path, monkeypatch):
     task = build_task("limber_caption", {"root": str(corpus), "feature_cache": str(tmp_path), "eval_images": 4,
                                          "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of", "vqa_shots": [0, 2]})
     model = _model(tokenizer)
@@ -236,8 +236,27 @@ def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenize
                             [it["caption"] for it in items], "A picture of")
     torch.testing.assert_close(loss, limber_caption_loss(model, by_hand)[0])
     assert list(tmp_path.glob("train2014.*.pt"))
+    import mmseq.tasks.limber as limber
+
+    written = []  # every caption the evaluation generates
+    real = limber.caption_images
+
+    def counting(*args, **kwargs):
+        captions = real(*args, **kwargs)
+        written.extend(captions)
+        return captions
+
+    monkeypatch.setattr(limber, "caption_images", counting)
     metrics = task.evaluate(model.eval(), "val")
     assert {"cider_d", "bleu4", "shape_accuracy", "colour_accuracy", "count_accuracy", "vqa_accuracy_0shot", "vqa_accuracy_2shot", "cider_d/out-domain", "shape_accuracy/in-domain"} <= set(metrics)
+    # the images are captioned once; each domain's scores are those of its images' captions
+    val = task.val_set
+    assert len(written) == 4 and len({val.domains[i] for i in range(4)}) > 1
+    for domain in {val.domains[i] for i in range(4)} - {""}:
+        keep = [i for i in range(4) if val.domains[i] == domain]
+        part = limber.score_captions([written[i] for i in keep], [val.references[i] for i in keep],
+                                     [val.objects[i] for i in keep])
+        assert metrics[f"cider_d/{domain}"] == part["cider_d"]
 
 
 def test_text_lm_task_and_its_tokenizer_travel_into_limber(corpus, tmp_path):
