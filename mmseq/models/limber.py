@@ -28,6 +28,8 @@ an open_clip checkpoint, a transformers model folder) and records specs, never p
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,7 +286,7 @@ class MmseqCausalLM(nn.Module):
 
 
 class _TransformersCache:
-    """The ``past_key_values`` a transformers model returned (None before the first call)."""
+    """The key-value cache (``cache``, formerly ``past_key_values``) a transformers model returned (None before the first call)."""
 
     def __init__(self) -> None:
         self.past: Any = None
@@ -310,6 +312,10 @@ class TransformersCausalLM(nn.Module):
         self.model = model
         embeddings = model.get_input_embeddings()
         self.dim, self.vocab_size = embeddings.embedding_dim, embeddings.num_embeddings
+        # transformers 5.2x renamed the key-value cache argument and output ``past_key_values`` -> ``cache`` (the
+        # old name is deprecated, to be removed); older releases know only the old name
+        self._cache_name = ("cache" if "cache" in inspect.signature(model.forward).parameters
+                            else "past_key_values")
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -329,11 +335,11 @@ class TransformersCausalLM(nn.Module):
                 cache: _TransformersCache | None = None) -> Tensor:
         """As :meth:`MmseqCausalLM.forward`."""
         attention_mask = None if padding_mask is None else (~padding_mask).long()
+        past = {self._cache_name: None if cache is None else cache.past}
         out = self.model(inputs_embeds=embeds.to(self.weight_dtype), attention_mask=attention_mask,
-                         position_ids=positions, past_key_values=None if cache is None else cache.past,
-                         use_cache=cache is not None)
+                         position_ids=positions, use_cache=cache is not None, **past)
         if cache is not None:
-            cache.past = out.past_key_values
+            cache.past = out[self._cache_name]
         return out.logits
 
 
