@@ -20,7 +20,8 @@ distillation and contrastive terms of the continual strategies, each with its we
 * ``seq_kd``: the rehearsal utterances' targets are the teacher's own generated outputs (beam search,
   ``seq_kd_beams``), decoded once when the task is built;
 * ``nspt``: COCONUT's negative-student positive-teacher loss (:func:`mmseq.nn.contrastive.nspt_loss`) on the audio
-  projections of student and teacher, the rehearsal utterances as anchors;
+  projections of student and teacher, the rehearsal utterances as anchors, each one's own teacher projection among
+  its positives (``nspt_self_positive``);
 * ``mm``: COCONUT's multimodal loss between the audio projection and the text projection of the mean token
   embedding of the target (decoder embedding table), on the current task's utterances (``mm_on: new``) or all.
 
@@ -88,6 +89,7 @@ class SluConfig:
     seq_kd_beams: int = 5
     nspt: float = 0.0
     nspt_temperature: float = 0.1
+    nspt_self_positive: bool = True  # the anchor's own teacher embedding is a positive (mmseq.nn.contrastive)
     mm: float = 0.0
     mm_temperature: float = 0.1
     mm_on: str = "new"  # new | all
@@ -209,7 +211,7 @@ def continual_terms(model: nn.Module, out: Any, teacher: nn.Module | None, batch
             with torch.no_grad():
                 t_audio = t_heads.audio(t_out.encoder_hidden, t_out.encoder_lengths)
             terms["nspt"] = nspt_loss(audio, t_audio, batch["label"].to(audio.device), rehearsal,
-                                      cfg.nspt_temperature)
+                                      cfg.nspt_temperature, self_positive=cfg.nspt_self_positive)
         if cfg.mm:
             embedded = model.decoder_prenet.embed_tokens(batch["target"])  # padded with pad_id, masked by lengths
             text = heads.text(embedded, (batch["target_lengths"] - 1).clamp(min=1))  # without </s>

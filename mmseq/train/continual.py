@@ -82,6 +82,7 @@ class StrategyConfig:
     seq_kd_beams: int = 5
     nspt: float = 0.1
     nspt_temperature: float = 0.1
+    nspt_self_positive: bool = True
     mm: float = 0.1
     mm_temperature: float = 0.1
     mm_on: str = "new"
@@ -109,7 +110,8 @@ class StrategyConfig:
         if "seq_kd" in terms:
             args.update(seq_kd=True, seq_kd_beams=self.seq_kd_beams)
         if "nspt" in terms and self.nspt > 0:
-            args.update(nspt=self.nspt, nspt_temperature=self.nspt_temperature)
+            args.update(nspt=self.nspt, nspt_temperature=self.nspt_temperature,
+                        nspt_self_positive=self.nspt_self_positive)
         if set(args) - {"mm", "mm_temperature", "mm_on"}:
             args["teacher"] = teacher
         return args
