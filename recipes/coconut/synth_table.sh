@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The synthetic FSC-6 table of recipes/coconut/README.md: every strategy, memories of 1% and 2%, class orders
 # (stream.seed) 0 1 2, and COCONUT's ablation (strategy.nspt=0, strategy.mm=0) at 1%; JOBS streams at a time, one
-# thread each. Streams already finished (metrics.json) are skipped, unfinished ones resume; SKIP="name ..." leaves
-# out streams by name (e.g. ones finished in another folder).
+# thread each. Streams already finished (metrics.json) are skipped, unfinished ones resume, ones another runner is
+# training (a lock in their folder) are left to it; SKIP="name ..." leaves out streams by name (e.g. ones finished
+# in another folder).
 #   bash recipes/coconut/synth_table.sh [JOBS] [OUT]      # then: mmseq continual compare OUT/*
 set -euo pipefail
 JOBS=${1:-2}
@@ -42,7 +43,9 @@ CONFIG=recipes/coconut/configs/synth_fsc6.yaml
   done
 } | while read -r name args; do
   [ -f "$OUT/$name/metrics.json" ] || [[ " ${SKIP:-} " == *" $name "* ]] || echo "$name $args"
-done | xargs -P "$JOBS" -L 1 bash -c 'name=$0; mkdir -p '"$OUT"'/$name;
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 /usr/bin/time -f "%e s wall, %U s user" -o '"$OUT"'/$name/time.txt \
-    mmseq continual run '"$CONFIG"' "$@" out_dir='"$OUT"'/$name > '"$OUT"'/$name/log.txt 2>&1 \
-    && echo "done $name" || echo "FAILED $name"'
+done | xargs -P "$JOBS" -L 1 bash -c 'name=$0; dir='"$OUT"'/$name; mkdir -p $dir;
+  [ -f $dir/metrics.json ] && exit 0  # finished by another runner meanwhile
+  # one runner per stream: a second runner on the same OUT skips it (the lock goes with the process)
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 flock -n -E 75 $dir/.lock /usr/bin/time -f "%e s wall, %U s user" \
+    -o $dir/time.txt mmseq continual run '"$CONFIG"' "$@" out_dir=$dir > $dir/log.txt 2>&1
+  case $? in 0) echo "done $name";; 75) echo "busy $name (another runner)";; *) echo "FAILED $name";; esac'
