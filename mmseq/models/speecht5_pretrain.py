@@ -16,7 +16,8 @@ text (noised ids)          text encoder pre-net                      text decode
   The official code scores the true unit against every embedding and masks the duplicate; a softmax over all
   ``num_units`` cosines is the same distribution.
 * **Feature penalty**: the mean square of the pre-net's convolutional features (the waveform convolutions'
-  output; with the log-mel front-end, its Conv2d subsampling output), returned as ``feature_penalty``.
+  output; with the log-mel front-end, the Conv2d subsampling's convolution output, before its projection),
+  returned as ``feature_penalty``.
 * **Masks**: :func:`mmseq.nn.masking.compute_mask_indices` (``mask_prob`` 0.8, spans of 10, at least 2), drawn
   from the global random state (which the training loop checkpoints) unless the caller passes ``mask``.
 * **Codebook**: the quantiser (:class:`~mmseq.nn.quantizer.GumbelVectorQuantizer`, 2 x 100) reads the encoder
@@ -50,8 +51,11 @@ from mmseq.nn.quantizer import GumbelVectorQuantizer, QuantizerOutput
 from mmseq.postnets.speech import SpeechOutput
 from mmseq.registry import register_model
 
-# The modules whose output is the speech pre-net's convolutional features (waveform / log-mel front-end).
-FEATURE_MODULES = ("feature_encoder", "subsampling")
+# Where the speech pre-net's convolutional features are read (waveform / log-mel front-end): the output of the
+# waveform convolutions, which a LayerNorm follows, and for log-mel the convolutions' (ReLU'd, flattened) output as
+# the subsampling's projection takes it in. The projection's own output is added to the positions as it is, so a
+# penalty there shrinks the speech content against the positions (it did: 1e-7 within 150 steps of quick.yaml).
+FEATURE_MODULES = {"feature_encoder": "output", "subsampling.out": "input"}
 # init_from.prefix_map from a pre-trained model to a fine-tuning model's modules (encoder / decoder keep names).
 FINETUNE_PREFIXES: dict[str, dict[str, str]] = {
     "asr": {"speech_encoder_prenet.": "encoder_prenet.", "text_decoder_prenet.": "decoder_prenet.",
@@ -59,6 +63,15 @@ FINETUNE_PREFIXES: dict[str, dict[str, str]] = {
     "tts": {"text_encoder_prenet.": "encoder_prenet.", "speech_decoder_prenet.": "decoder_prenet.",
             "speech_decoder_postnet.": "decoder_postnet."},
 }
+
+
+def _submodule(module: nn.Module, path: str) -> nn.Module | None:
+    """``module.a.b`` for ``path`` "a.b" (None where a part is missing)."""
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module
 
 
 @dataclass
@@ -133,9 +146,9 @@ class SpeechT5Pretrain(nn.Module):
         self.logit_temperature = logit_temperature
         self.mask_prob, self.mask_length, self.mask_min_masks = mask_prob, mask_length, mask_min_masks
         self.quantizer, self.codebook_prob = quantizer, codebook_prob
-        names = [n for n in FEATURE_MODULES if isinstance(getattr(speech_encoder_prenet, n, None), nn.Module)]
+        names = [n for n in FEATURE_MODULES if isinstance(_submodule(speech_encoder_prenet, n), nn.Module)]
         if not names:
-            raise ValueError(f"the speech encoder pre-net has none of the feature modules {FEATURE_MODULES}")
+            raise ValueError(f"the speech encoder pre-net has none of the feature modules {list(FEATURE_MODULES)}")
         self._feature_module = names[0]
 
     @property
@@ -195,7 +208,11 @@ class SpeechT5Pretrain(nn.Module):
             raise InputError(f"mask must be [batch, frames] = {[wav.shape[0], total]}, got {list(mask.shape)}")
         mask = mask.to(wav.device)
         captured: list[Tensor] = []
-        hook = getattr(prenet, self._feature_module).register_forward_hook(lambda m, i, o: captured.append(o))
+        module = _submodule(prenet, self._feature_module)
+        if FEATURE_MODULES[self._feature_module] == "input":
+            hook = module.register_forward_pre_hook(lambda m, i: captured.append(i[0]))
+        else:
+            hook = module.register_forward_hook(lambda m, i, o: captured.append(o))
         try:
             out = as_prenet_output(prenet(wav, lengths, time_mask=mask))
         finally:

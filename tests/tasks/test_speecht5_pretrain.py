@@ -74,6 +74,23 @@ def test_feature_penalty_is_the_mean_square_of_the_convolutional_features_and_ma
     assert torch.equal(again.mask, mask)
 
 
+def test_with_log_mel_the_feature_penalty_is_taken_before_the_subsampling_projection():
+    # the projection's output is added to the positions as it is: a penalty there would shrink the speech content
+    torch.manual_seed(0)
+    args = {k: v for k, v in MODEL_ARGS.items() if not k.startswith("conv_")}
+    model = mmseq.create_model("speecht5_pretrain_tiny", **args, speech_frontend="logmel").eval()
+    prenet = model.speech_encoder_prenet
+    wav = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 12000])
+    seen = []
+    hook = prenet.subsampling.out.register_forward_pre_hook(lambda m, i: seen.append(i[0]))
+    out = model.forward_speech(wav, lengths, torch.zeros(2, 4, 16))
+    hook.remove()
+    convolved = seen[0]
+    assert (convolved >= 0).all() and convolved.shape[-1] == prenet.subsampling.out.in_features  # ReLU'd, flat
+    assert math.isclose(out.feature_penalty.item(), convolved.pow(2).mean().item(), rel_tol=1e-5)
+
+
 def test_codebook_replaces_one_tenth_of_the_positions_the_same_in_every_row():
     torch.manual_seed(0)
     model = mmseq.create_model("speecht5_pretrain_tiny", **MODEL_ARGS).eval()
