@@ -316,22 +316,34 @@ def plot_stream(matrix: AccuracyMatrix, out_dir: Path, label: str) -> None:
     plot_accuracy_curves({label: matrix.seen}, out_dir / "accuracy.png")
 
 
-def plot_accuracy_curves(curves: dict[str, list[float]], path: Path) -> None:
-    """Seen-class accuracy after each task, one line per run."""
+def plot_accuracy_curves(curves: dict[str, list[list[float]]] | dict[str, list[float]], path: Path) -> None:
+    """Seen-class accuracy after each task: one line per name, the mean of its runs (a list of curves) with a band
+    of +- one standard deviation where there are several; the legend beside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    longest = 1
     for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), [100 * v for v in values], marker="o", label=name)
-    ax.set_xticks(range(1, max((len(v) for v in curves.values()), default=1) + 1))
+        runs = values if values and isinstance(values[0], list) else [values]
+        tasks = min(len(r) for r in runs)
+        longest = max(longest, tasks)
+        acc = 100 * np.array([r[:tasks] for r in runs], dtype=float)
+        x = np.arange(1, tasks + 1)
+        label = name if len(runs) == 1 else f"{name} ({len(runs)} runs)"
+        line, = ax.plot(x, acc.mean(0), marker="o", label=label)
+        if len(runs) > 1:
+            spread = acc.std(0, ddof=1)
+            ax.fill_between(x, acc.mean(0) - spread, acc.mean(0) + spread, color=line.get_color(), alpha=0.15)
+    ax.set_xticks(range(1, longest + 1))
     ax.set_xlabel("after task")
     ax.set_ylabel("accuracy on the seen classes (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -352,11 +364,10 @@ def strategy_label(metrics: dict[str, Any]) -> str:
 def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
     """A markdown table of finished streams (their ``metrics.json``), grouped by strategy and memory: Avg Acc,
     Last Acc, BWT and forgetting in % as mean +- std over the runs of a group (seeds, class orders), and the number
-    of runs. ``plot``: also draw every run's seen-class accuracy curve on one figure."""
+    of runs. ``plot``: also draw each row's mean seen-class accuracy curve (with its spread) on one figure."""
     import statistics
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    curves: dict[str, list[float]] = {}
     for run in runs:
         path = Path(run) / "metrics.json"
         if not path.is_file():
@@ -368,7 +379,6 @@ def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
         size = "-" if not m["memory_size"] else (f"{100 * memory['fraction']:g}%" if memory.get("fraction")
                                                  else str(memory["size"]))
         groups.setdefault((strategy_label(m), size), []).append(m)
-        curves[f"{strategy_label(m)} ({Path(run).name})"] = m["accuracy_matrix"]["seen"]
 
     def cell(values: list[float]) -> str:
         mean = 100 * statistics.fmean(values)
@@ -385,7 +395,9 @@ def compare_runs(runs: list[str | Path], plot: str | Path | None = None) -> str:
         lines.append(f"| {strategy} | {size} | {len(ms)} | " + " | ".join(
             cell([m[key] for m in ms]) for key in ("avg_acc", "last_acc", "bwt", "forgetting"))
             + f" | {cell(wers) if len(wers) == len(ms) else '-'} | {minutes:.1f} |")
-    if plot is not None:
+    if plot is not None:  # one line per row of the table: its runs' mean
+        curves = {f"{strategy}, memory {size}" if size != "-" else strategy:
+                  [m["accuracy_matrix"]["seen"] for m in ms] for (strategy, size), ms in groups.items()}
         plot_accuracy_curves(curves, Path(plot))
     return "\n".join(lines)
 
