@@ -53,8 +53,8 @@ from mmseq.registry import register_model
 
 # Where the speech pre-net's convolutional features are read (waveform / log-mel front-end): the output of the
 # waveform convolutions, which a LayerNorm follows, and for log-mel the convolutions' (ReLU'd, flattened) output as
-# the subsampling's projection takes it in. The projection's own output is added to the positions as it is, so a
-# penalty there shrinks the speech content against the positions (it did: 1e-7 within 150 steps of quick.yaml).
+# the subsampling's projection takes it in (the projection's own output is added to the positions as it is, so a
+# penalty there would shrink the speech content against the positions).
 FEATURE_MODULES = {"feature_encoder": "output", "subsampling.out": "input"}
 # init_from.prefix_map from a pre-trained model to a fine-tuning model's modules (encoder / decoder keep names).
 FINETUNE_PREFIXES: dict[str, dict[str, str]] = {
@@ -65,13 +65,12 @@ FINETUNE_PREFIXES: dict[str, dict[str, str]] = {
 }
 
 
-def _submodule(module: nn.Module, path: str) -> nn.Module | None:
-    """``module.a.b`` for ``path`` "a.b" (None where a part is missing)."""
-    for name in path.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 @dataclass
@@ -146,7 +145,7 @@ class SpeechT5Pretrain(nn.Module):
         self.logit_temperature = logit_temperature
         self.mask_prob, self.mask_length, self.mask_min_masks = mask_prob, mask_length, mask_min_masks
         self.quantizer, self.codebook_prob = quantizer, codebook_prob
-        names = [n for n in FEATURE_MODULES if isinstance(_submodule(speech_encoder_prenet, n), nn.Module)]
+        names = [n for n in FEATURE_MODULES if _has_submodule(speech_encoder_prenet, n)]
         if not names:
             raise ValueError(f"the speech encoder pre-net has none of the feature modules {list(FEATURE_MODULES)}")
         self._feature_module = names[0]
@@ -208,7 +207,7 @@ class SpeechT5Pretrain(nn.Module):
             raise InputError(f"mask must be [batch, frames] = {[wav.shape[0], total]}, got {list(mask.shape)}")
         mask = mask.to(wav.device)
         captured: list[Tensor] = []
-        module = _submodule(prenet, self._feature_module)
+        module = prenet.get_submodule(self._feature_module)
         if FEATURE_MODULES[self._feature_module] == "input":
             hook = module.register_forward_pre_hook(lambda m, i: captured.append(i[0]))
         else:

@@ -313,10 +313,10 @@ def plot_stream(matrix: AccuracyMatrix, out_dir: Path, label: str) -> None:
     fig.tight_layout()
     fig.savefig(out_dir / "accuracy_matrix.png", dpi=120)
     plt.close(fig)
-    plot_accuracy_curves({label: matrix.seen}, out_dir / "accuracy.png")
+    plot_accuracy_curves({label: [matrix.seen]}, out_dir / "accuracy.png")
 
 
-def plot_accuracy_curves(curves: dict[str, list[list[float]]] | dict[str, list[float]], path: Path) -> None:
+def plot_accuracy_curves(curves: dict[str, list[list[float]]], path: Path) -> None:
     """Seen-class accuracy after each task: one line per name, the mean of its runs (a list of curves) with a band
     of +- one standard deviation where there are several; the legend beside the axes."""
     import matplotlib
@@ -327,8 +327,7 @@ def plot_accuracy_curves(curves: dict[str, list[list[float]]] | dict[str, list[f
 
     fig, ax = plt.subplots(figsize=(8.5, 4.2))
     longest = 1
-    for name, values in curves.items():
-        runs = values if values and isinstance(values[0], list) else [values]
+    for name, runs in curves.items():
         tasks = min(len(r) for r in runs)
         longest = max(longest, tasks)
         acc = 100 * np.array([r[:tasks] for r in runs], dtype=float)
