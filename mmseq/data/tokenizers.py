@@ -204,20 +204,24 @@ class SpeechT5CharTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], directory: str | os.PathLike | None = None,
-              normalize: bool = False) -> SpeechT5CharTokenizer:
+              normalize: bool = False, symbols: Sequence[str] = ()) -> SpeechT5CharTokenizer:
         """Train a character model on ``texts`` with SpeechT5's special ids (every character seen is kept).
 
         Args:
             texts: Training sentences.
             directory: If given, ``spm_char.model`` is written there (atomically).
             normalize: Spell out numbers before encoding (also applied to the training texts).
+            symbols: Strings kept as pieces of their own, in the text and in ``decode``, that sentencepiece
+                would otherwise drop or normalise: ``["\\n"]`` keeps newlines, which otherwise become spaces.
 
         Returns:
             The trained tokenizer.
         """
         texts = [normalize_numbers(t) if normalize else t for t in texts]
-        alphabet = {ch for t in texts for ch in t if not ch.isspace()}
-        proto = _train_sentencepiece(texts, "char", vocab_size=len(alphabet) + 5, character_coverage=1.0)
+        alphabet = {ch for t in texts for ch in t if not ch.isspace()} - set(symbols)
+        options = {"user_defined_symbols": list(symbols)} if symbols else {}
+        proto = _train_sentencepiece(texts, "char", vocab_size=len(alphabet) + len(symbols) + 5,
+                                     character_coverage=1.0, **options)
         tokenizer = cls(proto, normalize=normalize)
         if directory is not None:
             tokenizer.save(directory)

@@ -801,18 +801,50 @@ class LimberTextLMConfig:
     train_split: str = "train2014"
     val_split: str = "val2014"
     questions: bool = True  # also "Q: <question> A: <answer>" texts from the split's VQAv2 files, where present
+    # also chains of 2..qa_chains of those question-answer texts, every one but the last ended by a newline: the
+    # text of a few-shot VQA prompt (vqa_prompts) without its images, so the LM has seen that format and length
+    # (every question once in a chain, beside its text alone); 0: none
+    qa_chains: int = 0
+    seed: int = 0  # the chains' grouping
     max_tokens: int = 128
 
 
-def split_texts(root: Path, split: str, questions: bool) -> list[str]:
+def split_texts(root: Path, split: str, questions: bool, qa_chains: int = 0,
+                seed: int = 0) -> list[str | tuple[str, ...]]:
     """A split's captions, and with ``questions`` its VQA questions as ``"Q: <question> A: <answer>"`` (the
-    prompt format of :func:`vqa_prompts`, answered with the annotators' most common answer)."""
-    texts = [text for refs in CaptionSet(root, split).references for text in refs]
+    prompt format of :func:`vqa_prompts`, answered with the annotators' most common answer). With ``qa_chains``
+    >= 2 the questions, in a seeded random order, are also cut into chains of 2 to ``qa_chains`` (the last chain
+    may be shorter), each a tuple of pieces ``("Q: q1 A: a1\\n", ..., "Q: qk A: ak")``: a few-shot prompt's text
+    pieces, which :func:`text_lm_rows` encodes one by one as :func:`prompt_embeddings` does."""
+    if qa_chains == 1 or qa_chains < 0:
+        raise ConfigError(f"qa_chains={qa_chains}: 0 (no chains) or the longest chain, at least 2")
+    texts: list[str | tuple[str, ...]] = [text for refs in CaptionSet(root, split).references for text in refs]
     vqa = _vqa_split(root, split) if questions else None
     if vqa is not None:
-        texts += [f"Q: {q['question']} A: {vqa.annotations[q['question_id']]['multiple_choice_answer']}"
-                  for q in vqa.questions]
+        pairs = [f"Q: {q['question']} A: {vqa.annotations[q['question_id']]['multiple_choice_answer']}"
+                 for q in vqa.questions]
+        texts += pairs
+        if qa_chains:
+            generator = torch.Generator().manual_seed(seed)
+            order = torch.randperm(len(pairs), generator=generator).tolist()
+            start = 0
+            while start < len(order):
+                size = int(torch.randint(2, qa_chains + 1, (), generator=generator))
+                chain = [pairs[i] for i in order[start : start + size]]
+                texts.append(tuple(f"{text}\n" for text in chain[:-1]) + (chain[-1],))
+                start += size
     return texts
+
+
+def text_lm_rows(tokenizer: SpeechT5CharTokenizer, texts: Sequence[str | tuple[str, ...]],
+                 max_tokens: int) -> list[list[int]]:
+    """``BOS text EOS`` ids per text, cut to ``max_tokens``; a tuple of pieces is encoded piece by piece."""
+    rows = []
+    for text in texts:
+        pieces = (text,) if isinstance(text, str) else text
+        ids = [i for piece in pieces for i in tokenizer.encode(piece, add_eos=False)] + [tokenizer.eos_id]
+        rows.append([tokenizer.bos_id] + ids[: max_tokens - 1])
+    return rows
 
 
 def text_lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float | Ratio]]:
@@ -831,10 +863,12 @@ def limber_text_lm(cfg: LimberTextLMConfig) -> Task:
     """Pre-train an mmseq decoder-only LM on the captions' (and questions') text only, with a character
     tokenizer trained on the training split; the LM LiMBeR then keeps frozen (``limber(lm=<its checkpoint>)``)."""
     root = Path(cfg.root)
-    train = split_texts(root, cfg.train_split, cfg.questions)
-    val = split_texts(root, cfg.val_split, cfg.questions) if cfg.val_split else None
-    # the lower-case alphabet, digits and punctuation always, so the vocabulary size does not depend on the split
-    tokenizer = SpeechT5CharTokenizer.train(train + [CAPTION_PROMPT, BASE_ALPHABET])
+    train = split_texts(root, cfg.train_split, cfg.questions, cfg.qa_chains, cfg.seed)
+    val = split_texts(root, cfg.val_split, cfg.questions, cfg.qa_chains, cfg.seed) if cfg.val_split else None
+    # the lower-case alphabet, digits and punctuation always, so the vocabulary size does not depend on the split;
+    # newlines kept (few-shot prompts end every shot with one; answers are cut at the first one generated)
+    tokenizer = SpeechT5CharTokenizer.train([t for t in train if isinstance(t, str)] + [CAPTION_PROMPT, BASE_ALPHABET],
+                                            symbols=["\n"])
 
     def prepare_model(model: nn.Module) -> None:
         if not isinstance(model, DecoderOnlyModel):
@@ -845,9 +879,8 @@ def limber_text_lm(cfg: LimberTextLMConfig) -> Task:
                               f"{size}; set model_args.vocab_size={len(tokenizer)}")
         model.tokenizer = tokenizer
 
-    def collate(texts: list[str]) -> dict[str, Tensor]:
-        rows = [[tokenizer.bos_id] + tokenizer.encode(t)[: cfg.max_tokens - 1] for t in texts]
-        tokens, lengths = pad_id_lists(rows, tokenizer.pad_id)
+    def collate(texts: list[str | tuple[str, ...]]) -> dict[str, Tensor]:
+        tokens, lengths = pad_id_lists(text_lm_rows(tokenizer, texts, cfg.max_tokens), tokenizer.pad_id)
         return {"tokens": tokens, "lengths": lengths}
 
     return Task(train_set=ListDataset(train), val_set=None if val is None else ListDataset(val), collate=collate,

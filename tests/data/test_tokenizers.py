@@ -105,6 +105,19 @@ def test_normalize_option_spells_numbers(char_dir):
     assert tok.encode("room 12") == tok.encode("room twelve")
 
 
+def test_trained_char_tokenizer_keeps_symbols_it_is_given(tmp_path):
+    texts = ["Q: how many? A: 2\nQ: what color? A: red", "a red cube"]
+    plain = SpeechT5CharTokenizer.train(texts)
+    assert plain.decode(plain.encode("A: 2\nQ: b")) == "A: 2 Q: b"  # sentencepiece's whitespace rule
+    kept = SpeechT5CharTokenizer.train(texts, directory=tmp_path, symbols=["\n"])
+    assert len(kept) == len(plain) + 1
+    ids = kept.encode("A: 2\nQ: b", add_eos=False)
+    assert kept.decode(ids) == "A: 2\nQ: b" and ids.count(kept.encode("\n", add_eos=False)[-1]) == 1
+    assert kept.encode("A: 2\n", add_eos=False)[-1] != kept.encode("A: 2 ", add_eos=False)[-1]
+    loaded = SpeechT5CharTokenizer.from_dir(tmp_path)
+    assert loaded.encode("x\ny") == kept.encode("x\ny")
+
+
 def test_bpe_train_save_load_round_trip(tmp_path):
     texts = [f"{w} {v}" for w in ["play the music", "turn off the lights", "what is the weather"]
              for v in ["now", "please", "in the kitchen", "today"]] * 5

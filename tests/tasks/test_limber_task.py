@@ -284,6 +284,37 @@ def test_text_lm_task_and_its_tokenizer_travel_into_limber(corpus, tmp_path):
     assert loaded.tokenizer.encode("a red cube") == lm.tokenizer.encode("a red cube")
 
 
+def test_text_lm_chains_are_few_shot_prompt_text_encoded_as_prompts_are(corpus):
+    from mmseq.tasks.limber import split_texts, text_lm_rows
+
+    singles = split_texts(corpus, "train2014", True)
+    texts = split_texts(corpus, "train2014", True, qa_chains=4, seed=3)
+    assert texts[: len(singles)] == singles and texts == split_texts(corpus, "train2014", True, qa_chains=4, seed=3)
+    chains = texts[len(singles):]
+    assert chains and all(isinstance(c, tuple) for c in chains) and chains != split_texts(
+        corpus, "train2014", True, qa_chains=4, seed=4)[len(singles):]
+    assert all(2 <= len(c) <= 4 for c in chains[:-1]) and 1 <= len(chains[-1]) <= 4
+    questions = sorted(t for t in singles if t.startswith("Q: "))
+    assert sorted(p.rstrip("\n") for c in chains for p in c) == questions  # each question once in a chain
+    assert all(p.endswith("\n") for c in chains for p in c[:-1]) and not any(c[-1].endswith("\n") for c in chains)
+    with pytest.raises(ConfigError, match="qa_chains=1"):
+        split_texts(corpus, "train2014", True, qa_chains=1)
+
+    task = build_task("limber_text_lm", {"root": str(corpus), "qa_chains": 3, "max_tokens": 400})
+    lm = mmseq.create_model("text_lm_tiny", vocab_size=task.info["vocab_size"])
+    task.prepare_model(lm)
+    tok = lm.tokenizer
+    chain = next(t for t in task.train_set if isinstance(t, tuple))
+    row = text_lm_rows(tok, [chain], 400)[0]
+    # the ids a few-shot prompt's text pieces get in prompt_embeddings (piece by piece), newlines kept
+    assert row == [tok.bos_id] + [i for p in chain for i in tok.encode(p, add_eos=False)] + [tok.eos_id]
+    assert tok.decode(row).count("\n") == len(chain) - 1
+    assert text_lm_rows(tok, [chain], 10)[0] == row[:10]
+    batch = task.collate([chain, task.train_set[0]])
+    assert int(batch["lengths"][0]) == len(row)
+    assert torch.isfinite(task.loss(lm, batch)[0])
+
+
 def test_shuffled_pairing_control_pairs_captions_with_other_images(corpus):
     plain = build_task("limber_caption", {"root": str(corpus)}).train_set
     shuffled = build_task("limber_caption", {"root": str(corpus), "shuffle_pairs": True}).train_set
