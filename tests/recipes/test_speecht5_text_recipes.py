@@ -103,7 +103,7 @@ def test_sid_recipe_identifies_the_voices(micro_speech_corpus, tmp_path):
     assert sid(str(micro_speech_corpus / first["audio"]))["label"] == "s5"  # the checkpoint keeps the names
 
 
-@pytest.mark.parametrize("config", sorted(str(p.relative_to(RECIPES)) for task in ("asr", "st", "sid")
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(RECIPES)) for task in ("asr", "st", "sid", "tts", "vc", "se")
                                           for p in (RECIPES / task / "configs").glob("*.yaml")))
 def test_every_config_is_valid(config):
     # Real corpora are not here: check that each config parses, that its task_args fit the task's dataclass and
