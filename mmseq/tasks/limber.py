@@ -438,6 +438,9 @@ class LimberCaptionConfig:
     max_new_tokens: int = 30
     num_beams: int = 1
     vqa_shots: list[int] = field(default_factory=lambda: [0])  # VQA evaluated k-shot for each k (train examples)
+    # tokens generated per VQA answer (cut at the first newline or period after): VQAv2's answers are 1-3 words,
+    # a few BPE tokens; a character LM needs one per character and one for the space ("cylinder" is 9)
+    vqa_max_new_tokens: int = 8
     shuffle_pairs: bool = False  # control: every training caption paired with another (fixed random) image
     # CLIPScore of the evaluated captions: "" none; a limber_contrastive_encoder checkpoint folder; or an open_clip
     # model name, its weights from the local file clip_score_weights ("" : random weights)
@@ -667,6 +670,8 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
               if v else None for k, v in names.items()}
     if any(k < 0 for k in cfg.vqa_shots):
         raise ConfigError(f"task_args.vqa_shots must be >= 0, got {cfg.vqa_shots}")
+    if cfg.vqa_max_new_tokens < 1:
+        raise ConfigError(f"task_args.vqa_max_new_tokens must be >= 1, got {cfg.vqa_max_new_tokens}")
     if cfg.feature_store not in FEATURE_STORES:
         raise ConfigError(f"task_args.feature_store: {cfg.feature_store!r} is not one of {list(FEATURE_STORES)}")
     if cfg.feature_shard_size < 1:
@@ -780,7 +785,7 @@ def limber_caption(cfg: LimberCaptionConfig) -> Task:
                     context = [(image, question, answer) for image, (_, question, answer) in zip(shot_images, shot)]
                     image = pieces(model, split, [index[q["image_id"]]])[:]
                     answers.append(vqa_prompts(image, [q["question"]], context)[0])
-                texts = generate_text(model, answers, state["tokenizer"], max_new_tokens=8)
+                texts = generate_text(model, answers, state["tokenizer"], max_new_tokens=cfg.vqa_max_new_tokens)
                 for q, answer in zip(chunk, texts):
                     humans = [a["answer"] for a in vqa.annotations[q["question_id"]]["answers"]]
                     scores.append(vqa_accuracy(truncate_answer(answer), humans))

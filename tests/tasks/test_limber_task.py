@@ -220,7 +220,8 @@ def test_vqa_prompts_interleave_shots_and_answers_stop_at_newline_or_period():
 
 def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenizer, tmp_path, monkeypatch):
     task = build_task("limber_caption", {"root": str(corpus), "feature_cache": str(tmp_path), "eval_images": 4,
-                                         "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of", "vqa_shots": [0, 2]})
+                                         "eval_questions": 4, "max_new_tokens": 5, "train_prompt": "A picture of", "vqa_shots": [0, 2],
+                                         "vqa_max_new_tokens": 11})
     model = _model(tokenizer)
     task.prepare_model(model)
     # what the loop's init_from does after prepare_model: load other encoder weights
@@ -247,7 +248,17 @@ def test_task_builds_batches_from_cached_features_and_evaluates(corpus, tokenize
         return captions
 
     monkeypatch.setattr(limber, "caption_images", counting)
+    answer_lengths = []  # max_new_tokens of every VQA generation
+    real_generate = limber.generate_text
+
+    def answering(model, prompts, *args, **kwargs):
+        if any(isinstance(p, str) and p.startswith("Q: ") for prompt in prompts for p in prompt):
+            answer_lengths.append(kwargs["max_new_tokens"])
+        return real_generate(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(limber, "generate_text", answering)
     metrics = task.evaluate(model.eval(), "val")
+    assert answer_lengths and set(answer_lengths) == {11}
     assert {"cider_d", "bleu4", "shape_accuracy", "colour_accuracy", "count_accuracy", "vqa_accuracy_0shot", "vqa_accuracy_2shot", "cider_d/out-domain", "shape_accuracy/in-domain"} <= set(metrics)
     # the images are captioned once; each domain's scores are those of its images' captions
     val = task.val_set
