@@ -135,7 +135,8 @@ class ShardedFeatures:
             values = values.detach().cpu().float().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
             if values.shape[0] != len(rows):
                 raise InputError(f"feature shard {shard}: computed {values.shape[0]} rows for {len(rows)} items")
-            stored = values.astype(self.dtype)
+            with np.errstate(over="ignore"):  # an overflow is reported just below, naming the shard
+                stored = values.astype(self.dtype)
             if not np.isfinite(stored).all() and np.isfinite(values).all():
                 raise InputError(f"features of shard {shard} exceed {self.dtype}'s range (largest magnitude "
                                  f"{float(np.abs(values).max()):.4g}); store them as float32")
