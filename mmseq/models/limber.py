@@ -274,15 +274,16 @@ class MmseqCausalLM(nn.Module):
         cache.select(index)
 
     def forward(self, embeds: Tensor, positions: Tensor, padding_mask: Tensor | None = None,
-                cache: Any = None) -> Tensor:
+                cache: Any = None, keep: Tensor | None = None) -> Tensor:
         """``embeds [B, T, D]``, ``positions [B, T]`` (0-based), ``padding_mask [B, past + T]`` (True at padding)
-        -> logits ``[B, T, V]``; with ``cache``, only the new steps are given and the cache grows."""
+        -> logits ``[B, T, V]``; with ``cache``, only the new steps are given and the cache grows. ``keep`` (1-D
+        indices into the T steps): logits at those steps only, ``[B, len(keep), V]`` (a prefill needs one)."""
         prenet = self.model.token_prenet
         x = embeds.to(self.weight_dtype)
         if prenet.positions == "sinusoidal":
             x = x + prenet.embed_positions(positions + prenet.padding_idx + 1).to(x.dtype)
         hidden = self.model.decoder(prenet.dropout(x), padding_mask, cache=cache).last_hidden_state
-        return self.model.postnet(hidden, None)
+        return self.model.postnet(hidden if keep is None else hidden[:, keep], None)
 
 
 class _TransformersCache:
@@ -314,8 +315,9 @@ class TransformersCausalLM(nn.Module):
         self.dim, self.vocab_size = embeddings.embedding_dim, embeddings.num_embeddings
         # transformers 5.2x renamed the key-value cache argument and output ``past_key_values`` -> ``cache`` (the
         # old name is deprecated, to be removed); older releases know only the old name
-        self._cache_name = ("cache" if "cache" in inspect.signature(model.forward).parameters
-                            else "past_key_values")
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_name = "cache" if "cache" in parameters else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in parameters  # transformers >= 4.50's causal LMs
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -332,15 +334,17 @@ class TransformersCausalLM(nn.Module):
             cache.past.reorder_cache(index)
 
     def forward(self, embeds: Tensor, positions: Tensor, padding_mask: Tensor | None = None,
-                cache: _TransformersCache | None = None) -> Tensor:
+                cache: _TransformersCache | None = None, keep: Tensor | None = None) -> Tensor:
         """As :meth:`MmseqCausalLM.forward`."""
         attention_mask = None if padding_mask is None else (~padding_mask).long()
-        past = {self._cache_name: None if cache is None else cache.past}
+        extra: dict[str, Any] = {self._cache_name: None if cache is None else cache.past}
+        if keep is not None and self._logits_to_keep:  # the LM head runs on those steps only
+            extra["logits_to_keep"] = keep
         out = self.model(inputs_embeds=embeds.to(self.weight_dtype), attention_mask=attention_mask,
-                         position_ids=positions, use_cache=cache is not None, **past)
+                         position_ids=positions, use_cache=cache is not None, **extra)
         if cache is not None:
             cache.past = out[self._cache_name]
-        return out.logits
+        return out.logits if keep is None or self._logits_to_keep else out.logits[:, keep]
 
 
 def build_lm(lm: Any) -> nn.Module:

@@ -322,8 +322,10 @@ class LimberDecoding:
         total = embeds.shape[1]
         self.padding = None if bool((lengths == total).all()) else lengths_to_padding_mask(lengths, total)
         positions = torch.arange(total, device=self.device)[None].expand(self.batch_size, -1)
-        logits = model.lm(embeds, positions, self.padding, self.cache)
-        self._first = logits[torch.arange(self.batch_size, device=self.device), lengths - 1].float()
+        # the next-token logits at each row's last prompt step only (the LM head over every step is wasted work)
+        keep, row = torch.unique(lengths - 1, return_inverse=True)
+        logits = model.lm(embeds, positions, self.padding, self.cache, keep=keep)
+        self._first = logits[torch.arange(self.batch_size, device=self.device), row].float()
         self.next_position = lengths.clone()
 
     def first_logits(self) -> Tensor:
